@@ -1,0 +1,134 @@
+"""The task registry: which tasks a model serves, of which type, with which classes or points.
+
+A task is one small record (`TaskSpec`); the per-type behaviour (head, loss, post-processing) lives in
+one module per type (`segmentation.py`, `classification.py`, `detection.py`, `regression.py`), so adding
+a task is one entry here and adding a task type is one module.
+"""
+
+from dataclasses import asdict, dataclass, field, fields
+
+TASK_TYPES = ("segmentation", "classification", "detection", "regression")
+
+
+@dataclass
+class TaskSpec:
+    """One task: its id, type and label space.
+
+    `num_classes` counts classes for segmentation (background included), classification and detection;
+    `num_points` counts landmarks for regression. `labels` names the classes (or the points).
+    `allow_flip` is False for tasks whose label is a position or an orientation, so augmentation never
+    mirrors their images.
+    """
+
+    id: str
+    type: str
+    num_classes: int | None = None
+    num_points: int | None = None
+    labels: list[str] = field(default_factory=list)
+    group: str = "other"
+    loss_weight: float = 1.0
+    allow_flip: bool = True
+
+    def __post_init__(self):
+        if not isinstance(self.id, str) or not self.id:
+            raise ValueError(f"task id must be a non-empty string, got {self.id!r}")
+        if self.type not in TASK_TYPES:
+            raise ValueError(f"task {self.id!r}: unknown type {self.type!r}; valid types: {', '.join(TASK_TYPES)}")
+        if self.type == "regression":
+            if not isinstance(self.num_points, int) or self.num_points < 1:
+                raise ValueError(f"task {self.id!r}: a regression task needs num_points >= 1, got {self.num_points!r}")
+            self.num_classes = None
+            count = self.num_points
+        else:
+            minimum = 2 if self.type in ("segmentation", "classification") else 1
+            if not isinstance(self.num_classes, int) or self.num_classes < minimum:
+                raise ValueError(
+                    f"task {self.id!r}: a {self.type} task needs num_classes >= {minimum}, got {self.num_classes!r}"
+                )
+            self.num_points = None
+            count = self.num_classes
+        self.labels = list(self.labels) if self.labels else [f"{'point' if self.num_points else 'class'}_{i}" for i in range(count)]
+        if len(self.labels) != count:
+            raise ValueError(f"task {self.id!r}: {len(self.labels)} labels given for {count} classes or points")
+        if not self.loss_weight >= 0:
+            raise ValueError(f"task {self.id!r}: loss_weight must be >= 0, got {self.loss_weight!r}")
+
+    @property
+    def num_outputs(self) -> int:
+        return self.num_points if self.type == "regression" else self.num_classes
+
+    @classmethod
+    def from_dict(cls, entry: dict) -> "TaskSpec":
+        known = {f.name for f in fields(cls)}
+        unknown = set(entry) - known
+        if unknown:
+            raise ValueError(f"task entry {entry.get('id', entry)!r}: unknown fields {sorted(unknown)}; valid: {sorted(known)}")
+        missing = {"id", "type"} - set(entry)
+        if missing:
+            raise ValueError(f"task entry {entry!r}: missing fields {sorted(missing)}")
+        return cls(**entry)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _task(id, type, count, labels, group, allow_flip=True):
+    key = "num_points" if type == "regression" else "num_classes"
+    return TaskSpec(id=id, type=type, labels=labels, group=group, allow_flip=allow_flip, **{key: count})
+
+
+_OCCIPUT = ["OA", "LOA", "LOT", "LOP", "OP", "ROP", "ROT", "ROA"]
+_SACRUM = ["SA", "LSA", "LST", "LSP", "SP", "RSP", "RST", "RSA"]
+
+# The 27 tasks of the FMC_UIA 2026 challenge, in the brief's order. Ids, types and counts are the
+# challenge's; class names and the clinical grouping are this project's (configurable per model).
+FMC_UIA_TASKS: tuple[TaskSpec, ...] = (
+    _task("FUGC", "regression", 2, ["internal_os", "external_os"], "obstetrics"),
+    _task("IUGC", "regression", 3, ["symphysis_superior", "symphysis_inferior", "head_tangent"], "obstetrics"),
+    _task("fetal_femur", "regression", 2, ["femur_end_a", "femur_end_b"], "obstetrics"),
+    _task("fetal_head_pos_cls", "classification", 8, _OCCIPUT, "obstetrics", allow_flip=False),
+    _task("fetal_plane_cls", "classification", 6, ["abdomen", "brain", "femur", "thorax", "cervix", "other"], "obstetrics"),
+    _task("fetal_sacral_pos_cls", "classification", 8, _SACRUM, "obstetrics", allow_flip=False),
+    _task("cervix", "segmentation", 2, ["background", "cervix"], "obstetrics"),
+    _task("cervix_multi", "segmentation", 3, ["background", "anterior_lip", "posterior_lip"], "obstetrics"),
+    _task("fetal_abdomen_multi", "segmentation", 5, ["background", "abdomen", "stomach", "umbilical_vein", "spine"], "obstetrics"),
+    _task("fetal_head", "segmentation", 2, ["background", "fetal_head"], "obstetrics"),
+    _task("fetal_heart", "segmentation", 2, ["background", "fetal_heart"], "obstetrics"),
+    _task("head_symphysis_multi", "segmentation", 3, ["background", "pubic_symphysis", "fetal_head"], "obstetrics"),
+    _task("breast_2cls", "classification", 2, ["benign", "malignant"], "breast"),
+    _task("breast_3cls", "classification", 3, ["normal", "benign", "malignant"], "breast"),
+    _task("breast_lesion", "segmentation", 2, ["background", "lesion"], "breast"),
+    _task("lung_2cls", "classification", 2, ["normal", "abnormal"], "lung"),
+    _task("lung_disease_3cls", "classification", 3, ["normal", "pneumonia", "covid19"], "lung"),
+    _task("lung", "segmentation", 2, ["background", "lung"], "lung"),
+    _task("thyroid_nodule_det", "detection", 1, ["nodule"], "thyroid"),
+    _task("thyroid_nodule", "segmentation", 2, ["background", "nodule"], "thyroid"),
+    _task("cardiac_multi", "segmentation", 4, ["background", "lv_cavity", "myocardium", "left_atrium"], "cardiovascular"),
+    _task("carotid_artery", "segmentation", 2, ["background", "carotid_artery"], "cardiovascular"),
+    _task("liver_lesion_2cls", "classification", 2, ["benign", "malignant"], "abdomen"),
+    _task("organ_cls", "classification", 6, ["liver", "kidney", "spleen", "gallbladder", "bladder", "pancreas"], "abdomen"),
+    _task("ovary_tumor", "segmentation", 2, ["background", "tumor"], "gynecology"),
+    _task("uterine_fibroid_det", "detection", 1, ["fibroid"], "gynecology"),
+    _task("spinal_cord_injury_loc", "detection", 1, ["injury"], "spine"),
+)
+
+# The challenge CSVs spell the task types this way (note the capital R).
+CSV_TASK_NAMES = {
+    "segmentation": "segmentation",
+    "classification": "classification",
+    "detection": "detection",
+    "regression": "Regression",
+}
+
+
+def default_tasks() -> list[dict]:
+    """The FMC_UIA registry as plain dicts, the form `config.json` stores."""
+    return [task.to_dict() for task in FMC_UIA_TASKS]
+
+
+def clinical_groups(tasks) -> dict[str, list[str]]:
+    """Group name -> task ids, in registry order."""
+    groups: dict[str, list[str]] = {}
+    for task in tasks:
+        groups.setdefault(task.group, []).append(task.id)
+    return groups

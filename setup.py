@@ -1,0 +1,54 @@
+from setuptools import setup
+
+# Two import packages, the way open_clip ships open_clip and open_clip_train: the model (what a user
+# of the weights needs, copied flat by trust_remote_code) and the training side, installed as
+# `m2dino_training` so that no bare top-level `training` module lands in site-packages.
+setup(
+    name="m2dino",
+    version="0.1.0",
+    description="M2DINO: multi-task ultrasound foundation models (DINOv3 + task-conditioned MoE) for transformers",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=["modeling_m2dino", "m2dino_training", "m2dino_training.data", "m2dino_training.hub_cards"],
+    package_dir={
+        "modeling_m2dino": "modeling_m2dino",
+        "m2dino_training": "training",
+        "m2dino_training.data": "training/data",
+        "m2dino_training.hub_cards": "hub_cards",
+    },
+    package_data={"m2dino_training.hub_cards": ["*.md"], "m2dino_training": ["metrics_modules/*.py"]},
+    install_requires=[
+        "torch>=2.4",
+        "transformers>=5.0",
+        "safetensors",
+        "scipy",
+        "numpy",
+        "pillow",
+        "datasets",
+        "evaluate",
+        "accelerate",
+        "peft",
+        "huggingface_hub",
+        "matplotlib",
+    ],
+    extras_require={
+        "dicom": ["pydicom>=2.4"],
+        "test": ["pytest", "pydicom>=2.4"],
+    },
+    entry_points={
+        "console_scripts": [
+            "m2dino-convert=modeling_m2dino.convert_dinov3:main",
+            "m2dino-synth=m2dino_training.data.synthetic:main",
+            "m2dino-train=m2dino_training.train:main",
+            "m2dino-evaluate=m2dino_training.evaluate:main",
+            "m2dino-predict=m2dino_training.predict:main",
+            "m2dino-experiment=m2dino_training.experiment:main",
+            "m2dino-finetune=m2dino_training.finetune:main",
+            "m2dino-card=m2dino_training.cards:main",
+            "m2dino-routing=m2dino_training.routing:main",
+            "m2dino-bench=m2dino_training.bench:main",
+        ]
+    },
+)
