@@ -1,0 +1,618 @@
+"""Challenge metrics for the four task types, trivial baselines, and paired bootstrap comparisons.
+
+Everything here is plain numpy/scipy and runs offline (no `evaluate.load`, no sklearn). Predictions and
+references are per sample and in ORIGINAL image pixels, so numbers compare with the FMC_UIA challenge.
+
+Metrics per task type (the FMC_UIA challenge set, brief section 2)
+-----------------------------------------------------------------
+segmentation   `segmentation_metrics(preds, refs, num_classes, class_names=None)`
+    Dice and HD95 per image and per FOREGROUND class (background 0 is excluded).
+    - Dice = 2|P∩R| / (|P|+|R|); both masks empty -> 1.0, exactly one empty -> 0.0 (challenge style:
+      every image counts for every class, and predicting nothing where nothing is earns full marks).
+    - HD95 = max of the two directed 95th percentiles (numpy linear interpolation) of surface-to-surface
+      distances in pixels (MONAI's convention). Surface = mask pixels removed by one binary erosion
+      with the 4-connected cross, pixels on the image edge included. Both empty -> 0.0; exactly one
+      empty -> the image diagonal sqrt(H^2 + W^2), the largest distance possible inside the image.
+    - `dice` / `hd95`: mean over foreground classes of the per-class mean over images;
+      `dice_<name>` / `hd95_<name>` per class (name from `class_names`, else the class index);
+      `per_sample_dice`: per image mean over foreground classes (the bootstrap unit).
+classification `classification_metrics(probs, labels, num_classes, class_names=None)`
+    `accuracy`; `auc` (binary: ROC AUC of the class-1 probability; multi-class: macro one-vs-rest
+    over classes present in `labels`; Mann-Whitney with average ranks, so a tie counts 1/2; NaN when
+    undefined); `f1_macro` (mean over classes present in labels or predictions, as sklearn does) and
+    `f1_weighted` (support-weighted), a class's F1 is 0 when it has no TP, FP nor FN denominator;
+    `mcc` (Gorodkin's multi-class MCC, 0 when undefined); `confusion_matrix` (rows = truth);
+    `per_sample_correct` (0/1).
+detection      `detection_metrics(pred_boxes, pred_scores, ref_boxes)`, boxes (x_min, y_min, x_max, y_max)
+    in continuous pixel coordinates (area = width * height, no +1).
+    - `iou`: mean over images. With m ground-truth boxes the image keeps its m top-scoring predictions
+      (the top one for the challenge's single box) and scores the mean over GT boxes of the best IoU
+      with those; no prediction -> 0; no GT and no prediction -> 1, no GT but predictions -> 0.
+      Keeping only the top m stops a model from scoring by spraying boxes.
+    - `ap50`: single-class AP at IoU >= 0.5 over all images: predictions sorted by score, each one
+      greedily matched to the unmatched GT of its image with the highest IoU (COCO-style), all-point
+      interpolated precision envelope (VOC 2010+). NaN when there is no GT box at all.
+    - `per_sample_iou`.
+regression     `regression_metrics(pred_points, ref_points, point_names=None, image_sizes=None)`
+    `mre`: mean Euclidean (radial) error in pixels over points and images; `mre_std`;
+    `mre_<name>` per point; `per_sample_radial_error` (mean over the image's points); with
+    `image_sizes` also `nmre`, the mean of per-image error / image diagonal.
+
+`task_metrics(task, predictions, references)` dispatches on `task.type` (see its docstring for the
+per-type input forms).
+
+Checkpoint selection
+--------------------
+`PRIMARY_METRIC[type]` names one metric per type and `HIGHER_IS_BETTER[type]` its direction:
+segmentation `dice` (up), classification `f1_macro` (up; chosen over accuracy because a majority-class
+predictor scores a high accuracy on the challenge's imbalanced tasks but a low macro F1), detection
+`iou` (up), regression `mre` (down).
+
+`normalized_score` maps a task's primary metric to [0, 1], higher better:
+    dice, f1_macro, iou                      -> the value itself (already in [0, 1])
+    mre with baseline_metrics                -> max(0, 1 - mre / mre_baseline)  (0 = no better than the
+                                                trivial mean-landmark baseline, 1 = perfect)
+    mre with image_diagonal                  -> max(0, 1 - mre / image_diagonal)
+    mre with `nmre` in metrics               -> max(0, 1 - nmre)
+A NaN score counts as 0, so a diverged checkpoint never wins.
+`mean_normalized_score` is the unweighted mean of these over tasks; every task weighs the same
+whatever its size, as in the challenge ranking.
+
+Baselines and significance
+--------------------------
+`trivial_baseline_predictions` fits a label-only predictor on the training references (see its
+docstring) and `bootstrap_difference_ci` gives a paired bootstrap CI of model minus baseline on the
+per-sample scores named in `PER_SAMPLE_KEY` (sign-flipped for lower-is-better, so positive = model
+better).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from scipy import ndimage
+from scipy.stats import rankdata
+
+PRIMARY_METRIC = {
+    "segmentation": "dice",
+    "classification": "f1_macro",
+    "detection": "iou",
+    "regression": "mre",
+}
+HIGHER_IS_BETTER = {
+    "segmentation": True,
+    "classification": True,
+    "detection": True,
+    "regression": False,
+}
+# The per-sample score each task type bootstraps over, and whether higher is better for it.
+PER_SAMPLE_KEY = {
+    "segmentation": "per_sample_dice",
+    "classification": "per_sample_correct",
+    "detection": "per_sample_iou",
+    "regression": "per_sample_radial_error",
+}
+PER_SAMPLE_HIGHER_IS_BETTER = {"segmentation": True, "classification": True, "detection": True, "regression": False}
+
+# The 4-connected cross: the erosion that defines a mask's surface for HD95.
+_CROSS = ndimage.generate_binary_structure(2, 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# segmentation
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_masks(pred: np.ndarray, ref: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
+    pred, ref = np.asarray(pred), np.asarray(ref)
+    if pred.ndim != 2 or pred.shape != ref.shape:
+        raise ValueError(
+            f"sample {index}: prediction mask {pred.shape} and reference mask {ref.shape} must be 2-D and the same "
+            "shape (predictions are compared in original image pixels)"
+        )
+    return pred.astype(np.int64, copy=False), ref.astype(np.int64, copy=False)
+
+
+def _dice_per_class(pred: np.ndarray, ref: np.ndarray, num_classes: int) -> np.ndarray:
+    """Dice of foreground classes 1..C-1 for one image, from a single confusion bincount."""
+    low, high = min(pred.min(initial=0), ref.min(initial=0)), max(pred.max(initial=0), ref.max(initial=0))
+    if low < 0 or high >= num_classes:
+        raise ValueError(f"mask values must lie in [0, {num_classes - 1}]")
+    confusion = np.bincount((pred * num_classes + ref).ravel(), minlength=num_classes**2).reshape(num_classes, num_classes)
+    intersection = np.diag(confusion)[1:].astype(np.float64)
+    sizes = (confusion.sum(1) + confusion.sum(0))[1:].astype(np.float64)
+    # Both masks empty means the model correctly predicted nothing: Dice 1 (challenge convention).
+    return np.divide(2 * intersection, sizes, out=np.ones_like(sizes), where=sizes > 0)
+
+
+def _surface(mask: np.ndarray) -> np.ndarray:
+    # border_value=0: a structure touching the image edge has a surface along that edge.
+    return mask & ~ndimage.binary_erosion(mask, structure=_CROSS, border_value=0)
+
+
+def hd95(pred_mask: np.ndarray, ref_mask: np.ndarray, empty_penalty: float | None = None) -> float:
+    """95th-percentile symmetric Hausdorff distance (pixels) between two boolean masks.
+
+    Max of the two directed 95th percentiles of surface-to-surface distances. Both empty -> 0;
+    one empty -> `empty_penalty` (default: the image diagonal).
+    """
+    pred_mask, ref_mask = np.asarray(pred_mask, bool), np.asarray(ref_mask, bool)
+    has_pred, has_ref = pred_mask.any(), ref_mask.any()
+    if not has_pred and not has_ref:
+        return 0.0
+    if not (has_pred and has_ref):
+        return float(np.hypot(*pred_mask.shape)) if empty_penalty is None else float(empty_penalty)
+    # Crop to the union's bounding box: everything outside is background for both masks, so the
+    # surfaces and the distances between them are unchanged, and the EDT runs on far fewer pixels.
+    rows = np.flatnonzero((pred_mask | ref_mask).any(1))
+    cols = np.flatnonzero((pred_mask | ref_mask).any(0))
+    window = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    pred_surface, ref_surface = _surface(pred_mask[window]), _surface(ref_mask[window])
+    # EDT of the complement = distance from every pixel to the nearest surface pixel of the other mask.
+    to_ref = ndimage.distance_transform_edt(~ref_surface)[pred_surface]
+    to_pred = ndimage.distance_transform_edt(~pred_surface)[ref_surface]
+    return float(max(np.percentile(to_ref, 95), np.percentile(to_pred, 95)))
+
+
+def segmentation_metrics(
+    preds: Sequence[np.ndarray],
+    refs: Sequence[np.ndarray],
+    num_classes: int,
+    class_names: Sequence[str] | None = None,
+    compute_hd95: bool = True,
+) -> dict:
+    """Dice and HD95 per foreground class, see the module docstring for conventions.
+
+    `class_names` names the foreground classes 1..C-1 (C-1 names). Returns `dice`, `hd95`,
+    `dice_<name>`, `hd95_<name>`, `per_sample_dice`, `per_sample_hd95` (the last two are arrays).
+    """
+    if len(preds) != len(refs):
+        raise ValueError(f"{len(preds)} predicted masks for {len(refs)} reference masks")
+    if not len(refs):
+        raise ValueError("no samples to score")
+    names = [str(c) for c in range(1, num_classes)] if class_names is None else [str(n) for n in class_names]
+    if len(names) != num_classes - 1:
+        raise ValueError(f"{len(names)} class names for {num_classes - 1} foreground classes")
+    dice = np.empty((len(refs), num_classes - 1))
+    dist = np.zeros((len(refs), num_classes - 1))
+    for i, (pred, ref) in enumerate(zip(preds, refs)):
+        pred, ref = _check_masks(pred, ref, i)
+        dice[i] = _dice_per_class(pred, ref, num_classes)
+        if compute_hd95:
+            for c in range(1, num_classes):
+                dist[i, c - 1] = hd95(pred == c, ref == c)
+    out = {"dice": float(dice.mean(0).mean())}
+    if compute_hd95:
+        out["hd95"] = float(dist.mean(0).mean())
+    for k, name in enumerate(names):
+        out[f"dice_{name}"] = float(dice[:, k].mean())
+        if compute_hd95:
+            out[f"hd95_{name}"] = float(dist[:, k].mean())
+    out["per_sample_dice"] = dice.mean(1)
+    if compute_hd95:
+        out["per_sample_hd95"] = dist.mean(1)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# classification
+# ----------------------------------------------------------------------------------------------
+
+
+def binary_auc(scores: np.ndarray, positives: np.ndarray) -> float:
+    """ROC AUC by the Mann-Whitney U statistic; tied scores get average ranks (a tie counts 1/2).
+
+    NaN when only one of the two groups is present.
+    """
+    scores, positives = np.asarray(scores, np.float64), np.asarray(positives, bool)
+    n_pos = int(positives.sum())
+    n_neg = positives.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    rank_sum = rankdata(scores)[positives].sum()
+    return float((rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def classification_metrics(
+    probs: np.ndarray, labels: np.ndarray, num_classes: int, class_names: Sequence[str] | None = None
+) -> dict:
+    """Accuracy, AUC, macro/weighted F1 and MCC from class probabilities (N, C) and integer labels (N,).
+
+    A 1-D `probs` with `num_classes == 2` is read as the class-1 probability. Returns `accuracy`, `auc`,
+    `f1_macro`, `f1_weighted`, `mcc`, `f1_<name>` per class, `confusion_matrix` (C, C) and
+    `per_sample_correct` (N,) arrays.
+    """
+    probs = np.asarray(probs, np.float64)
+    labels = np.asarray(labels).astype(np.int64).ravel()
+    if probs.ndim == 1 and num_classes == 2:
+        probs = np.stack([1 - probs, probs], 1)
+    if probs.ndim != 2 or probs.shape != (labels.size, num_classes):
+        raise ValueError(f"probs must be (N, {num_classes}) for {labels.size} labels, got {probs.shape}")
+    if labels.size == 0:
+        raise ValueError("no samples to score")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"labels must lie in [0, {num_classes - 1}]")
+    names = [str(c) for c in range(num_classes)] if class_names is None else [str(n) for n in class_names]
+
+    predicted = probs.argmax(1)
+    correct = (predicted == labels).astype(np.float64)
+    confusion = np.bincount(labels * num_classes + predicted, minlength=num_classes**2).reshape(num_classes, num_classes)
+    true_count, pred_count = confusion.sum(1), confusion.sum(0)
+    tp = np.diag(confusion).astype(np.float64)
+    # F1 = 2TP / (2TP + FP + FN) = 2TP / (true + predicted count); 0 when the class never appears.
+    denom = (true_count + pred_count).astype(np.float64)
+    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+    seen = denom > 0  # sklearn's macro average: classes present in labels or predictions
+    f1_macro = float(f1[seen].mean())
+    f1_weighted = float((f1 * true_count).sum() / true_count.sum())
+
+    # Gorodkin's R_K: (c*s - t.p) / sqrt((s^2 - p.p)(s^2 - t.t)), 0 when a marginal is constant.
+    s, c = float(labels.size), float(tp.sum())
+    t, p = true_count.astype(np.float64), pred_count.astype(np.float64)
+    mcc_denom = np.sqrt((s**2 - p @ p) * (s**2 - t @ t))
+    mcc = float((c * s - t @ p) / mcc_denom) if mcc_denom > 0 else 0.0
+
+    if num_classes == 2:
+        auc = binary_auc(probs[:, 1], labels == 1)
+    else:
+        per_class = [binary_auc(probs[:, k], labels == k) for k in np.unique(labels)]
+        per_class = [a for a in per_class if not np.isnan(a)]
+        auc = float(np.mean(per_class)) if per_class else float("nan")
+
+    out = {"accuracy": float(correct.mean()), "auc": auc, "f1_macro": f1_macro, "f1_weighted": f1_weighted, "mcc": mcc}
+    out.update({f"f1_{name}": float(v) for name, v in zip(names, f1)})
+    out["confusion_matrix"] = confusion
+    out["per_sample_correct"] = correct
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# detection
+# ----------------------------------------------------------------------------------------------
+
+
+def _as_boxes(boxes) -> np.ndarray:
+    boxes = np.asarray(boxes if boxes is not None else [], np.float64)
+    return boxes.reshape(-1, 4)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU (n, m) of boxes (x_min, y_min, x_max, y_max) in continuous coordinates."""
+    a, b = _as_boxes(a), _as_boxes(b)
+    lo = np.maximum(a[:, None, :2], b[None, :, :2])
+    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(hi - lo, 0, None).prod(-1)
+    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(-1)
+    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(-1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def _sorted_by_score(boxes, scores) -> tuple[np.ndarray, np.ndarray]:
+    boxes = _as_boxes(boxes)
+    # Without scores the given order is the ranking (first box = most confident).
+    scores = np.linspace(1, 0, len(boxes)) if scores is None else np.asarray(scores, np.float64).ravel()
+    if len(scores) != len(boxes):
+        raise ValueError(f"{len(boxes)} boxes for {len(scores)} scores")
+    order = np.argsort(-scores, kind="stable")
+    return boxes[order], scores[order]
+
+
+def average_precision(recall: np.ndarray, precision: np.ndarray) -> float:
+    """All-point interpolated AP: area under the monotone precision envelope."""
+    # Envelope: best precision at this recall or any higher one.
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    steps = np.diff(np.concatenate([[0.0], recall]))
+    return float((steps * envelope).sum())
+
+
+def detection_metrics(
+    pred_boxes: Sequence[np.ndarray],
+    pred_scores: Sequence[np.ndarray] | None,
+    ref_boxes: Sequence[np.ndarray],
+    iou_threshold: float = 0.5,
+) -> dict:
+    """Mean IoU of the top-scoring boxes and single-class AP at `iou_threshold`.
+
+    `pred_boxes[i]` (n, 4), `pred_scores[i]` (n,) (None: boxes already ranked), `ref_boxes[i]` (m, 4)
+    or (4,). Returns `iou`, `ap50` (named for the default threshold) and `per_sample_iou`.
+    """
+    if len(pred_boxes) != len(ref_boxes):
+        raise ValueError(f"{len(pred_boxes)} predictions for {len(ref_boxes)} references")
+    if not len(ref_boxes):
+        raise ValueError("no samples to score")
+    scores_list = pred_scores if pred_scores is not None else [None] * len(pred_boxes)
+    per_sample = np.empty(len(ref_boxes))
+    all_scores, all_tp, n_gt = [], [], 0
+    for i, (boxes, scores, refs) in enumerate(zip(pred_boxes, scores_list, ref_boxes)):
+        boxes, scores = _sorted_by_score(boxes, scores)
+        refs = _as_boxes(refs)
+        ious = box_iou(boxes, refs)  # (n_pred, n_gt), rows by decreasing score
+        if len(refs) == 0:
+            per_sample[i] = 1.0 if len(boxes) == 0 else 0.0
+        elif len(boxes) == 0:
+            per_sample[i] = 0.0
+        else:
+            per_sample[i] = ious[: len(refs)].max(0).mean()
+        # Greedy matching by score: a prediction takes the best still-unmatched GT box above threshold.
+        matched = np.zeros(len(refs), bool)
+        tp = np.zeros(len(boxes), bool)
+        for k in range(len(boxes)):
+            candidates = np.where(matched, -1.0, ious[k])
+            if len(refs) and candidates.max() >= iou_threshold:
+                matched[candidates.argmax()] = True
+                tp[k] = True
+        all_scores.append(scores)
+        all_tp.append(tp)
+        n_gt += len(refs)
+
+    scores, tp = np.concatenate(all_scores), np.concatenate(all_tp)
+    order = np.argsort(-scores, kind="stable")
+    cum_tp = np.cumsum(tp[order])
+    cum_fp = np.cumsum(~tp[order])
+    if n_gt == 0:
+        ap = float("nan")
+    elif len(scores) == 0:
+        ap = 0.0
+    else:
+        ap = average_precision(cum_tp / n_gt, cum_tp / (cum_tp + cum_fp))
+    return {"iou": float(per_sample.mean()), "ap50": ap, "per_sample_iou": per_sample}
+
+
+# ----------------------------------------------------------------------------------------------
+# regression (landmarks)
+# ----------------------------------------------------------------------------------------------
+
+
+def regression_metrics(
+    pred_points: Sequence[np.ndarray],
+    ref_points: Sequence[np.ndarray],
+    point_names: Sequence[str] | None = None,
+    image_sizes: Sequence[tuple[int, int]] | None = None,
+) -> dict:
+    """Mean radial error in pixels. `pred_points[i]`, `ref_points[i]`: (P, 2) as (x, y).
+
+    Returns `mre`, `mre_std` (over all point errors), `mre_<name>` per point, `per_sample_radial_error`
+    (N,), and with `image_sizes` ((H, W) per image) `nmre` = mean of per-image error / image diagonal.
+    """
+    if len(pred_points) != len(ref_points):
+        raise ValueError(f"{len(pred_points)} predictions for {len(ref_points)} references")
+    if not len(ref_points):
+        raise ValueError("no samples to score")
+    pred = np.stack([np.asarray(p, np.float64).reshape(-1, 2) for p in pred_points])
+    ref = np.stack([np.asarray(r, np.float64).reshape(-1, 2) for r in ref_points])
+    if pred.shape != ref.shape:
+        raise ValueError(f"predicted points {pred.shape} and reference points {ref.shape} differ")
+    num_points = ref.shape[1]
+    names = [str(k) for k in range(num_points)] if point_names is None else [str(n) for n in point_names]
+    if len(names) != num_points:
+        raise ValueError(f"{len(names)} point names for {num_points} points")
+    errors = np.linalg.norm(pred - ref, axis=-1)  # (N, P)
+    out = {"mre": float(errors.mean()), "mre_std": float(errors.std())}
+    out.update({f"mre_{name}": float(errors[:, k].mean()) for k, name in enumerate(names)})
+    per_sample = errors.mean(1)
+    if image_sizes is not None:
+        diagonals = np.hypot(*np.asarray(image_sizes, np.float64).reshape(-1, 2).T)
+        if diagonals.size != per_sample.size:
+            raise ValueError(f"{diagonals.size} image sizes for {per_sample.size} samples")
+        out["nmre"] = float((per_sample / diagonals).mean())
+    out["per_sample_radial_error"] = per_sample
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# dispatch, aggregation, checkpoint score
+# ----------------------------------------------------------------------------------------------
+
+
+def _split_detections(predictions) -> tuple[list, list | None]:
+    """Accept [{"boxes", "scores"}] dicts, (boxes, scores) pairs, or bare (n, 4) arrays (ranked)."""
+    boxes, scores = [], []
+    for pred in predictions:
+        if isinstance(pred, Mapping):
+            boxes.append(pred["boxes"])
+            scores.append(pred.get("scores"))
+        elif isinstance(pred, tuple) and len(pred) == 2:
+            boxes.append(pred[0])
+            scores.append(pred[1])
+        else:
+            boxes.append(pred)
+            scores.append(None)
+    return boxes, scores
+
+
+def task_metrics(task, predictions, references, image_sizes=None) -> dict:
+    """Metrics of one task (a `TaskSpec`), dispatched on `task.type`.
+
+    segmentation    predictions / references: lists of (H, W) integer masks; names = labels[1:]
+    classification  predictions: (N, C) probabilities; references: (N,) integer labels
+    detection       predictions: list of {"boxes": (n, 4), "scores": (n,)} (or (boxes, scores) pairs, or
+                    ranked (n, 4) arrays); references: list of (m, 4) or (4,) boxes
+    regression      predictions / references: lists of (P, 2) points; `image_sizes` adds `nmre`
+    """
+    if task.type == "segmentation":
+        return segmentation_metrics(predictions, references, task.num_classes, class_names=task.labels[1:])
+    if task.type == "classification":
+        return classification_metrics(predictions, references, task.num_classes, class_names=task.labels)
+    if task.type == "detection":
+        boxes, scores = _split_detections(predictions)
+        return detection_metrics(boxes, scores, references)
+    if task.type == "regression":
+        return regression_metrics(predictions, references, point_names=task.labels, image_sizes=image_sizes)
+    raise ValueError(f"task {task.id!r}: unknown type {task.type!r}")
+
+
+def metrics_with_prefix(task_id: str, metrics: Mapping) -> dict[str, float]:
+    """`{"<task_id>_<name>": float}` for the scalar metrics (arrays such as per-sample scores dropped),
+    the flat form a Trainer `compute_metrics` returns."""
+
+    def is_scalar(value):
+        numeric = isinstance(value, (int, float, np.number, np.ndarray)) and not isinstance(value, bool)
+        return numeric and np.ndim(value) == 0
+
+    return {f"{task_id}_{name}": float(value) for name, value in metrics.items() if is_scalar(value)}
+
+
+def normalized_score(
+    task_type: str, metrics: Mapping, baseline_metrics: Mapping | None = None, image_diagonal: float | None = None
+) -> float:
+    """A task's primary metric as a higher-is-better score in [0, 1] (formula in the module docstring)."""
+    if task_type not in PRIMARY_METRIC:
+        raise ValueError(f"unknown task type {task_type!r}")
+    value = float(metrics[PRIMARY_METRIC[task_type]])
+    if HIGHER_IS_BETTER[task_type]:
+        score = value
+    elif baseline_metrics is not None and PRIMARY_METRIC[task_type] in baseline_metrics:
+        reference = float(baseline_metrics[PRIMARY_METRIC[task_type]])
+        # A perfect baseline leaves nothing to normalise by: only a perfect model then scores 1.
+        score = 1.0 - value / reference if reference > 0 else float(value == 0)
+    elif image_diagonal is not None:
+        score = 1.0 - value / float(image_diagonal)
+    elif "nmre" in metrics:
+        score = 1.0 - float(metrics["nmre"])
+    else:
+        raise ValueError(
+            f"a {task_type} score needs baseline_metrics, image_diagonal or `nmre` in the metrics to be normalised"
+        )
+    return 0.0 if np.isnan(score) else float(np.clip(score, 0.0, 1.0))
+
+
+def mean_normalized_score(
+    per_task_metrics: Mapping[str, Mapping],
+    tasks,
+    baseline_metrics: Mapping[str, Mapping] | None = None,
+    image_diagonals: Mapping[str, float] | None = None,
+) -> float:
+    """Unweighted mean of `normalized_score` over the tasks in `per_task_metrics` (task id -> metrics).
+
+    `tasks`: TaskSpecs or a mapping task id -> type. `baseline_metrics` / `image_diagonals`: per task id.
+    """
+    types = dict(tasks) if isinstance(tasks, Mapping) else {t.id: t.type for t in tasks}
+    if not per_task_metrics:
+        raise ValueError("no task metrics to average")
+    baseline_metrics, image_diagonals = baseline_metrics or {}, image_diagonals or {}
+    scores = [
+        normalized_score(types[task_id], metrics, baseline_metrics.get(task_id), image_diagonals.get(task_id))
+        for task_id, metrics in per_task_metrics.items()
+    ]
+    return float(np.mean(scores))
+
+
+# ----------------------------------------------------------------------------------------------
+# trivial baselines
+# ----------------------------------------------------------------------------------------------
+
+_MAJORITY_GRID = (128, 128)  # resolution of the per-pixel vote, in normalised image coordinates
+
+
+def _resize_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize by index sampling at pixel centres."""
+    h, w = mask.shape
+    rows = np.minimum(((np.arange(size[0]) + 0.5) * h / size[0]).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(size[1]) + 0.5) * w / size[1]).astype(np.int64), w - 1)
+    return mask[rows[:, None], cols[None, :]]
+
+
+def _sizes(sizes, references, what) -> np.ndarray:
+    if sizes is None:
+        raise ValueError(f"{what} are needed to place a mean box or mean points in each image")
+    sizes = np.asarray(sizes, np.float64).reshape(-1, 2)
+    if len(sizes) != len(references):
+        raise ValueError(f"{len(sizes)} {what} for {len(references)} references")
+    return sizes
+
+
+def trivial_baseline_predictions(task, train_references, eval_references, train_sizes=None, eval_sizes=None):
+    """Label-only predictions for `eval_references`, fitted on `train_references` alone.
+
+    Returned in the form `task_metrics` takes:
+    classification  the training class frequencies as every sample's probabilities (N, C): argmax = the
+                    majority class (its accuracy), constant scores give AUC 0.5.
+    segmentation    the better, by mean foreground Dice on the TRAINING masks, of the all-background mask
+                    and the per-pixel majority mask (training masks resized to a 128x128 normalised grid,
+                    per-pixel most frequent class, resized back to each eval mask's shape by nearest
+                    neighbour). Chosen on training data so the baseline never sees eval labels.
+    detection       the mean training box in normalised coordinates (divided by W, H) scaled to each
+                    eval image: [{"boxes": (1, 4), "scores": (1,)}]. Needs train_sizes and eval_sizes (H, W).
+    regression      the mean training points in normalised coordinates scaled to each eval image: (P, 2)
+                    arrays. Needs train_sizes and eval_sizes (H, W).
+    """
+    if task.type == "classification":
+        labels = np.asarray(train_references, np.int64).ravel()
+        freq = np.bincount(labels, minlength=task.num_classes)[: task.num_classes].astype(np.float64)
+        freq /= freq.sum()
+        return np.tile(freq, (len(eval_references), 1))
+
+    if task.type == "segmentation":
+        votes = np.zeros((task.num_classes, *_MAJORITY_GRID), np.int64)
+        onehot_classes = np.arange(task.num_classes)[:, None, None]
+        for mask in train_references:
+            votes += _resize_nearest(np.asarray(mask), _MAJORITY_GRID)[None] == onehot_classes
+        majority = votes.argmax(0)
+
+        def dice_on_train(predict):
+            return np.mean([_dice_per_class(predict(np.asarray(m).shape), np.asarray(m, np.int64), task.num_classes).mean()
+                            for m in train_references])
+
+        def empty(shape):
+            return np.zeros(shape, np.int64)
+
+        def vote(shape):
+            return _resize_nearest(majority, shape)
+
+        best = vote if majority.any() and dice_on_train(vote) > dice_on_train(empty) else empty
+        return [best(np.asarray(m).shape) for m in eval_references]
+
+    if task.type in ("detection", "regression"):
+        train_hw = _sizes(train_sizes, train_references, "train_sizes")
+        eval_hw = _sizes(eval_sizes, eval_references, "eval_sizes")
+        if task.type == "detection":
+            # The first GT box of each training image: the challenge has one box per image.
+            boxes = np.stack([_as_boxes(b)[0] for b in train_references])
+            scale = np.concatenate([train_hw[:, ::-1], train_hw[:, ::-1]], 1)  # (W, H, W, H)
+            mean_box = (boxes / scale).mean(0)
+            eval_scale = np.concatenate([eval_hw[:, ::-1], eval_hw[:, ::-1]], 1)
+            return [{"boxes": (mean_box * s)[None], "scores": np.ones(1)} for s in eval_scale]
+        points = np.stack([np.asarray(p, np.float64).reshape(-1, 2) for p in train_references])  # (N, P, 2)
+        mean_points = (points / train_hw[:, None, ::-1]).mean(0)  # x / W, y / H
+        return [mean_points * wh for wh in eval_hw[:, None, ::-1]]
+
+    raise ValueError(f"task {task.id!r}: unknown type {task.type!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# paired bootstrap
+# ----------------------------------------------------------------------------------------------
+
+
+def bootstrap_difference_ci(
+    model_per_sample,
+    baseline_per_sample,
+    higher_is_better: bool = True,
+    n_boot: int = 2000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> tuple[float, float, float]:
+    """Paired percentile bootstrap of the mean per-sample difference, model minus baseline.
+
+    The sign is flipped for lower-is-better scores so that a positive difference always means the model
+    is better. Samples are resampled jointly (the pairing removes per-image difficulty from the
+    variance). Returns (mean_difference, lower, upper) of the (1 - alpha) interval.
+    """
+    model = np.asarray(model_per_sample, np.float64).ravel()
+    baseline = np.asarray(baseline_per_sample, np.float64).ravel()
+    if model.shape != baseline.shape:
+        raise ValueError(f"{model.size} model scores for {baseline.size} baseline scores: the samples must be paired")
+    if model.size == 0:
+        raise ValueError("no samples to bootstrap")
+    diff = model - baseline if higher_is_better else baseline - model
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    # Resample in chunks so that memory stays bounded (n_boot x n indices) on large eval sets.
+    chunk = max(1, min(n_boot, 2_000_000 // diff.size))
+    for start in range(0, n_boot, chunk):
+        stop = min(n_boot, start + chunk)
+        means[start:stop] = diff[rng.integers(0, diff.size, size=(stop - start, diff.size))].mean(1)
+    lower, upper = np.percentile(means, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return float(diff.mean()), float(lower), float(upper)
