@@ -1,1 +1,59 @@
-from .tasks import FMC_UIA_TASKS, TASK_TYPES, TaskSpec, clinical_groups, default_tasks
+"""M2DINO for transformers: importing this package registers every Auto class."""
+
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForImageClassification,
+    AutoModelForKeypointDetection,
+    AutoModelForObjectDetection,
+    AutoModelForSemanticSegmentation,
+)
+
+from .configuration_m2dino import PRESETS, M2DinoConfig
+from .image_processing_m2dino import M2DinoImageProcessor
+from .modeling_m2dino import (
+    TASK_TYPE_IMPLEMENTATIONS,
+    M2DinoForImageClassification,
+    M2DinoForKeypointDetection,
+    M2DinoForMultiTask,
+    M2DinoForObjectDetection,
+    M2DinoForSemanticSegmentation,
+    M2DinoModel,
+    M2DinoModelOutput,
+    M2DinoMultiTaskOutput,
+    M2DinoPreTrainedModel,
+)
+from .moe import TaskConditionedMoE
+from .tasks import CSV_TASK_NAMES, FMC_UIA_TASKS, TASK_TYPES, TaskSpec, clinical_groups, default_tasks
+
+AutoConfig.register("m2dino", M2DinoConfig, exist_ok=True)
+AutoModel.register(M2DinoConfig, M2DinoModel, exist_ok=True)
+AutoModelForSemanticSegmentation.register(M2DinoConfig, M2DinoForSemanticSegmentation, exist_ok=True)
+AutoModelForImageClassification.register(M2DinoConfig, M2DinoForImageClassification, exist_ok=True)
+AutoModelForObjectDetection.register(M2DinoConfig, M2DinoForObjectDetection, exist_ok=True)
+AutoModelForKeypointDetection.register(M2DinoConfig, M2DinoForKeypointDetection, exist_ok=True)
+AutoImageProcessor.register(M2DinoConfig, image_processor_classes={"pil": M2DinoImageProcessor}, exist_ok=True)
+
+__all__ = [
+    "CSV_TASK_NAMES",
+    "FMC_UIA_TASKS",
+    "PRESETS",
+    "TASK_TYPES",
+    "TASK_TYPE_IMPLEMENTATIONS",
+    "M2DinoConfig",
+    "M2DinoForImageClassification",
+    "M2DinoForKeypointDetection",
+    "M2DinoForMultiTask",
+    "M2DinoForObjectDetection",
+    "M2DinoForSemanticSegmentation",
+    "M2DinoImageProcessor",
+    "M2DinoModel",
+    "M2DinoModelOutput",
+    "M2DinoMultiTaskOutput",
+    "M2DinoPreTrainedModel",
+    "TaskConditionedMoE",
+    "TaskSpec",
+    "clinical_groups",
+    "default_tasks",
+]

@@ -30,8 +30,9 @@ class TaskSpec:
     allow_flip: bool = True
 
     def __post_init__(self):
-        if not isinstance(self.id, str) or not self.id:
-            raise ValueError(f"task id must be a non-empty string, got {self.id!r}")
+        # Ids key the heads' ModuleDict and name adapters and folders: no dots, slashes or spaces.
+        if not isinstance(self.id, str) or not self.id or any(c in self.id for c in "./ \\"):
+            raise ValueError(f"task id must be a non-empty string without '.', '/', '\\' or spaces, got {self.id!r}")
         if self.type not in TASK_TYPES:
             raise ValueError(f"task {self.id!r}: unknown type {self.type!r}; valid types: {', '.join(TASK_TYPES)}")
         if self.type == "regression":

@@ -1,0 +1,71 @@
+"""Classification task type: a linear head on the class token and the mean patch token, cross-entropy."""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers.modeling_outputs import ImageClassifierOutput
+
+
+@dataclass
+class M2DinoImageClassifierOutput(ImageClassifierOutput):
+    """`logits` (batch, classes), plus the backbone's router outputs."""
+
+    router_logits: tuple[torch.Tensor, ...] | None = None
+    aux_loss: torch.Tensor | None = None
+
+
+class M2DinoClassificationHead(nn.Module):
+    """The DINOv3 linear-probe recipe: classify [class token; mean of patch tokens]."""
+
+    def __init__(self, config, task):
+        super().__init__()
+        self.norm = nn.LayerNorm(2 * config.hidden_size, eps=config.layer_norm_eps)
+        self.classifier = nn.Linear(2 * config.hidden_size, task.num_classes)
+
+    def forward(self, feature_maps: tuple[torch.Tensor, ...], pooled_output: torch.Tensor) -> torch.Tensor:
+        mean_patch = feature_maps[-1].mean(dim=(2, 3))
+        return self.classifier(self.norm(torch.cat([pooled_output, mean_patch], dim=-1)))
+
+
+class ClassificationType:
+    """Everything that is specific to classification tasks, in one place."""
+
+    name = "classification"
+    head_class = M2DinoClassificationHead
+    output_class = M2DinoImageClassifierOutput
+    output_field = "logits"
+
+    @staticmethod
+    def stack_labels(samples: list[dict], task, image_size: tuple[int, int]) -> torch.Tensor:
+        """Per-sample `{"class_labels": int}` -> LongTensor (B,)."""
+        values = []
+        for sample in samples:
+            if "class_labels" not in sample:
+                raise ValueError(
+                    f"task {task.id!r} (classification): each label needs 'class_labels', got keys {sorted(sample)}"
+                )
+            values.append(int(torch.as_tensor(sample["class_labels"]).reshape(-1)[0]))
+        return torch.tensor(values, dtype=torch.long)
+
+    @staticmethod
+    def check_labels(labels, task, batch_size: int, image_size: tuple[int, int]) -> torch.Tensor:
+        if not torch.is_tensor(labels) or labels.shape != (batch_size,) or labels.is_floating_point():
+            shape = tuple(labels.shape) if torch.is_tensor(labels) else type(labels).__name__
+            raise ValueError(
+                f"task {task.id!r} (classification): labels must be a LongTensor of shape ({batch_size},), got {shape}"
+            )
+        if labels.numel() and (labels.min() < 0 or labels.max() >= task.num_classes):
+            raise ValueError(
+                f"task {task.id!r} (classification): class labels must lie in 0..{task.num_classes - 1}, "
+                f"found {labels.min().item()}..{labels.max().item()}"
+            )
+        return labels.long()
+
+    @staticmethod
+    def loss(logits: torch.Tensor, labels: torch.Tensor, task) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), labels)
+
+
+__all__ = ["M2DinoImageClassifierOutput", "M2DinoClassificationHead", "ClassificationType"]

@@ -1,0 +1,129 @@
+"""M2DINO configuration: a DINOv3 ViT backbone, a task-conditioned MoE in its last layers, and a task registry."""
+
+from transformers import DINOv3ViTConfig
+
+from .tasks import TaskSpec, default_tasks
+
+ROUTER_MODES = ("task", "token")
+
+# Backbone shapes of the published DINOv3 ViTs (weights are the user's own; nothing here downloads them),
+# plus `tiny` for tests and the CPU demo.
+PRESETS = {
+    "small": dict(hidden_size=384, intermediate_size=1536, num_hidden_layers=12, num_attention_heads=6,
+                  num_register_tokens=4, image_size=224),
+    "base": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                 num_register_tokens=4, image_size=224),
+    "tiny": dict(hidden_size=96, intermediate_size=192, num_hidden_layers=4, num_attention_heads=4,
+                 num_register_tokens=2, image_size=64, num_experts=4, decoder_hidden_size=32),
+}
+
+
+class M2DinoConfig(DINOv3ViTConfig):
+    r"""
+    Configuration of an M2DINO model: every [`DINOv3ViTConfig`] field, plus
+
+    num_experts (`int`, defaults to 8): experts per MoE layer.
+    num_experts_per_tok (`int`, defaults to 2): experts each routed unit (image or token) uses (top-k).
+    moe_layers (`list[int]`, *optional*): encoder layer indices whose MLP is a task-conditioned MoE.
+        Defaults to the last six layers, or the last half of a model with fewer than twelve layers.
+    router_mode (`str`, defaults to `"task"`): `"task"` routes every token of an image by its task alone;
+        `"token"` routes each token from its hidden state plus a learned task embedding.
+    norm_topk_prob (`bool`, defaults to `True`): renormalise the top-k gate weights to sum to one.
+    router_aux_loss_coef (`float`): weight of the Switch-style load-balancing loss.
+    router_z_loss_coef (`float`): weight of the router z-loss (keeps router logits small).
+    output_router_logits (`bool`): return the router logits of every MoE layer.
+    tasks (`list[dict]`): the task registry (see [`TaskSpec`]); defaults to the 27 FMC_UIA tasks.
+    default_task (`str`, *optional*): the task of a call that names none; defaults to the first task.
+    feature_layers (`list[int]`, *optional*): encoder layers whose outputs form the multi-level feature maps
+        the dense heads read; defaults to four evenly spaced layers ending with the last.
+    decoder_hidden_size (`int`): channel width of the dense (segmentation, keypoint, detection) heads.
+    detection_num_queries (`int`): box queries per image of the detection heads.
+    image_mean, image_std (`list[float]`): normalisation applied to integer pixel values given to the model.
+
+    `pos_embed_rescale` defaults to `None` here (DINOv3 pretraining used 2.0): fine-tuning dense heads on
+    positions wants the same RoPE geometry in training and evaluation. Set it to re-enable the augmentation.
+    """
+
+    model_type = "m2dino"
+
+    num_register_tokens: int = 4
+    pos_embed_rescale: float | None = None
+    num_experts: int = 8
+    num_experts_per_tok: int = 2
+    moe_layers: list[int] | None = None
+    router_mode: str = "task"
+    norm_topk_prob: bool = True
+    router_aux_loss_coef: float = 0.001
+    router_z_loss_coef: float = 0.001
+    output_router_logits: bool = False
+    tasks: list[dict] | None = None
+    default_task: str | None = None
+    feature_layers: list[int] | None = None
+    decoder_hidden_size: int = 128
+    detection_num_queries: int = 1
+    image_mean: list[float] | None = None
+    image_std: list[float] | None = None
+
+    def __post_init__(self, **kwargs):
+        num_layers = self.num_hidden_layers
+        if self.moe_layers is None:
+            num_moe = 6 if num_layers >= 12 else num_layers // 2
+            self.moe_layers = list(range(num_layers - num_moe, num_layers))
+        self.moe_layers = sorted(int(i) for i in self.moe_layers)
+        bad = [i for i in self.moe_layers if not 0 <= i < num_layers]
+        if bad:
+            raise ValueError(f"moe_layers {bad} are outside the encoder's layers 0..{num_layers - 1}")
+        if self.router_mode not in ROUTER_MODES:
+            raise ValueError(f"router_mode must be one of {ROUTER_MODES}, got {self.router_mode!r}")
+        if not 1 <= self.num_experts_per_tok <= self.num_experts:
+            raise ValueError(
+                f"num_experts_per_tok ({self.num_experts_per_tok}) must be between 1 and num_experts ({self.num_experts})"
+            )
+        if self.feature_layers is None:
+            self.feature_layers = sorted({round(num_layers * (i + 1) / 4) - 1 for i in range(4)})
+        self.feature_layers = [int(i) for i in self.feature_layers]
+        if any(not 0 <= i < num_layers for i in self.feature_layers):
+            raise ValueError(f"feature_layers {self.feature_layers} must lie in 0..{num_layers - 1}")
+        if self.tasks is None:
+            self.tasks = default_tasks()
+        specs = [t if isinstance(t, TaskSpec) else TaskSpec.from_dict(dict(t)) for t in self.tasks]
+        ids = [t.id for t in specs]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"task ids must be unique; repeated: {duplicates}")
+        if not specs:
+            raise ValueError("a model needs at least one task")
+        self.tasks = [t.to_dict() for t in specs]
+        if self.default_task is None:
+            self.default_task = ids[0]
+        if self.default_task not in ids:
+            raise ValueError(f"default_task {self.default_task!r} is not a task of this model; valid: {ids}")
+        if self.image_mean is None:
+            self.image_mean = [0.485, 0.456, 0.406]
+        if self.image_std is None:
+            self.image_std = [0.229, 0.224, 0.225]
+        super().__post_init__(**kwargs)
+
+    @property
+    def task_specs(self) -> list[TaskSpec]:
+        return [TaskSpec.from_dict(t) for t in self.tasks]
+
+    @property
+    def task_ids(self) -> list[str]:
+        return [t["id"] for t in self.tasks]
+
+    def task(self, task_id: str) -> TaskSpec:
+        for entry in self.tasks:
+            if entry["id"] == task_id:
+                return TaskSpec.from_dict(entry)
+        raise ValueError(f"unknown task {task_id!r}; this model's tasks: {', '.join(self.task_ids)}")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "M2DinoConfig":
+        """A config of a named size (`small`, `base`, `tiny`), with any field overridden."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+
+__all__ = ["M2DinoConfig", "PRESETS", "ROUTER_MODES"]

@@ -1,0 +1,206 @@
+"""Detection task type: query boxes pooled from the feature map, DETR-style set loss, box post-processing.
+
+Each query attends over the patch grid; its box centre starts at the attention-weighted mean patch position
+(a soft-argmax, which learns quickly from few images) and is refined by a small offset, its size and class come
+from the pooled features. Outputs follow DETR: `logits` (batch, queries, classes + 1 for "no object") and
+`pred_boxes` (batch, queries, 4) as normalised (cx, cy, w, h).
+"""
+
+from dataclasses import dataclass
+
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import nn
+from torch.nn import functional as F
+from transformers.utils import ModelOutput
+
+CLASS_COST, L1_COST, GIOU_COST = 1.0, 5.0, 2.0
+NO_OBJECT_WEIGHT = 0.1
+
+
+@dataclass
+class M2DinoObjectDetectionOutput(ModelOutput):
+    """DETR-style detection output, plus the backbone's router outputs."""
+
+    loss: torch.Tensor | None = None
+    loss_dict: dict | None = None
+    logits: torch.Tensor | None = None
+    pred_boxes: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+    router_logits: tuple[torch.Tensor, ...] | None = None
+    aux_loss: torch.Tensor | None = None
+
+
+def center_to_corners(boxes: torch.Tensor) -> torch.Tensor:
+    cx, cy, w, h = boxes.unbind(-1)
+    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
+
+
+def corners_to_center(boxes: torch.Tensor) -> torch.Tensor:
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    return torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], dim=-1)
+
+
+def generalized_box_iou(boxes_a: torch.Tensor, boxes_b: torch.Tensor) -> torch.Tensor:
+    """Pairwise GIoU of corner boxes (N, 4) x (M, 4) -> (N, M)."""
+    area_a = (boxes_a[:, 2] - boxes_a[:, 0]).clamp(min=0) * (boxes_a[:, 3] - boxes_a[:, 1]).clamp(min=0)
+    area_b = (boxes_b[:, 2] - boxes_b[:, 0]).clamp(min=0) * (boxes_b[:, 3] - boxes_b[:, 1]).clamp(min=0)
+    top_left = torch.max(boxes_a[:, None, :2], boxes_b[None, :, :2])
+    bottom_right = torch.min(boxes_a[:, None, 2:], boxes_b[None, :, 2:])
+    intersection = (bottom_right - top_left).clamp(min=0).prod(dim=-1)
+    union = area_a[:, None] + area_b[None, :] - intersection
+    iou = intersection / union.clamp(min=1e-7)
+    hull = (torch.max(boxes_a[:, None, 2:], boxes_b[None, :, 2:]) - torch.min(boxes_a[:, None, :2], boxes_b[None, :, :2]))
+    hull_area = hull.clamp(min=0).prod(dim=-1)
+    return iou - (hull_area - union) / hull_area.clamp(min=1e-7)
+
+
+def patch_centers(height: int, width: int, device, dtype) -> torch.Tensor:
+    """Normalised (x, y) centres of an (height, width) patch grid, row-major: (height * width, 2)."""
+    ys = (torch.arange(height, device=device, dtype=dtype) + 0.5) / height
+    xs = (torch.arange(width, device=device, dtype=dtype) + 0.5) / width
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([grid_x, grid_y], dim=-1).reshape(-1, 2)
+
+
+class M2DinoDetectionHead(nn.Module):
+    def __init__(self, config, task):
+        super().__init__()
+        width = config.decoder_hidden_size
+        self.input_projection = nn.Sequential(nn.Conv2d(config.hidden_size, width, 3, padding=1), nn.GELU())
+        self.position_projection = nn.Linear(2, width)
+        self.queries = nn.Parameter(torch.zeros(config.detection_num_queries, width))
+        self.key_projection = nn.Linear(width, width)
+        self.query_mlp = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, width), nn.GELU())
+        self.class_head = nn.Linear(width, task.num_classes + 1)
+        self.center_offset = nn.Linear(width, 2)
+        self.size_head = nn.Linear(width, 2)
+
+    def forward(self, feature_maps: tuple[torch.Tensor, ...], pooled_output: torch.Tensor):
+        memory = self.input_projection(feature_maps[-1])
+        height, width = memory.shape[-2:]
+        positions = patch_centers(height, width, memory.device, memory.dtype)
+        memory = memory.flatten(2).transpose(1, 2) + self.position_projection(positions)
+        attention = torch.einsum("qd,bnd->bqn", self.queries, self.key_projection(memory)) / memory.shape[-1] ** 0.5
+        attention = attention.softmax(dim=-1)
+        pooled = self.query_mlp(attention @ memory + self.queries)
+        center = attention @ positions + 0.5 * torch.tanh(self.center_offset(pooled)) / max(height, width)
+        size = torch.sigmoid(self.size_head(pooled))
+        boxes = torch.cat([center.clamp(0, 1), size], dim=-1)
+        return self.class_head(pooled), boxes
+
+
+class DetectionType:
+    """Everything that is specific to detection tasks, in one place."""
+
+    name = "detection"
+    head_class = M2DinoDetectionHead
+    output_class = M2DinoObjectDetectionOutput
+    output_field = ("logits", "pred_boxes")
+
+    @staticmethod
+    def stack_labels(samples: list[dict], task, image_size: tuple[int, int]) -> list[dict]:
+        """Per-sample `{"class_labels": (n,), "boxes": (n, 4)}` stay a list (n differs between images)."""
+        return [
+            {"class_labels": torch.as_tensor(s.get("class_labels")), "boxes": torch.as_tensor(s.get("boxes"))}
+            if s.get("class_labels") is not None and s.get("boxes") is not None
+            else s
+            for s in samples
+        ]
+
+    @staticmethod
+    def check_labels(labels, task, batch_size: int, image_size: tuple[int, int]) -> list[dict]:
+        if not isinstance(labels, (list, tuple)) or len(labels) != batch_size:
+            raise ValueError(f"task {task.id!r} (detection): labels must be a list of {batch_size} dicts")
+        checked = []
+        for i, target in enumerate(labels):
+            if not isinstance(target, dict) or "class_labels" not in target or "boxes" not in target:
+                raise ValueError(f"task {task.id!r} (detection): label {i} needs 'class_labels' and 'boxes'")
+            classes = torch.as_tensor(target["class_labels"]).long().reshape(-1)
+            boxes = torch.as_tensor(target["boxes"]).float()
+            if boxes.dim() != 2 or boxes.shape[-1] != 4 or boxes.shape[0] != classes.shape[0]:
+                raise ValueError(
+                    f"task {task.id!r} (detection): label {i} boxes must be (n, 4) with n class labels, "
+                    f"got boxes {tuple(boxes.shape)} and {classes.shape[0]} labels"
+                )
+            if classes.numel() and (classes.min() < 0 or classes.max() >= task.num_classes):
+                raise ValueError(f"task {task.id!r} (detection): label {i} class labels must lie in 0..{task.num_classes - 1}")
+            if not torch.isfinite(boxes).all() or (boxes < 0).any() or (boxes > 1).any() or (boxes[:, 2:] <= 0).any():
+                raise ValueError(
+                    f"task {task.id!r} (detection): label {i} boxes must be normalised (cx, cy, w, h) in [0, 1] "
+                    f"with positive size, got {boxes.tolist()}"
+                )
+            checked.append({"class_labels": classes, "boxes": boxes})
+        return checked
+
+    @staticmethod
+    def match(logits: torch.Tensor, boxes: torch.Tensor, targets: list[dict]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Hungarian matching of queries to targets per image (query i <-> target i when both counts are one)."""
+        matches = []
+        with torch.no_grad():
+            probs = logits.float().softmax(-1)
+            for image_probs, image_boxes, target in zip(probs, boxes.float(), targets):
+                num_queries, num_targets = image_boxes.shape[0], target["boxes"].shape[0]
+                if num_targets == 0:
+                    matches.append((torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)))
+                    continue
+                if num_queries == 1 and num_targets == 1:
+                    matches.append((torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long)))
+                    continue
+                cost = (
+                    -CLASS_COST * image_probs[:, target["class_labels"]]
+                    + L1_COST * torch.cdist(image_boxes, target["boxes"], p=1)
+                    - GIOU_COST * generalized_box_iou(center_to_corners(image_boxes), center_to_corners(target["boxes"]))
+                )
+                query_idx, target_idx = linear_sum_assignment(cost.cpu().numpy())
+                matches.append((torch.as_tensor(query_idx, dtype=torch.long), torch.as_tensor(target_idx, dtype=torch.long)))
+        return matches
+
+    @classmethod
+    def loss(cls, outputs: tuple[torch.Tensor, torch.Tensor], targets: list[dict], task) -> torch.Tensor:
+        """Class cross-entropy (no-object down-weighted) + L1 + GIoU on matched boxes."""
+        logits, boxes = outputs
+        targets = [{k: v.to(logits.device) for k, v in t.items()} for t in targets]
+        matches = cls.match(logits, boxes, targets)
+        num_classes = logits.shape[-1] - 1
+        target_classes = torch.full(logits.shape[:2], num_classes, dtype=torch.long, device=logits.device)
+        matched_pred, matched_target = [], []
+        for image, ((query_idx, target_idx), target) in enumerate(zip(matches, targets)):
+            target_classes[image, query_idx] = target["class_labels"][target_idx]
+            matched_pred.append(boxes[image, query_idx])
+            matched_target.append(target["boxes"][target_idx])
+        class_weights = torch.ones(num_classes + 1, device=logits.device)
+        class_weights[-1] = NO_OBJECT_WEIGHT
+        class_loss = F.cross_entropy(logits.float().transpose(1, 2), target_classes, weight=class_weights)
+        pred, target = torch.cat(matched_pred).float(), torch.cat(matched_target).float()
+        num_boxes = max(pred.shape[0], 1)
+        l1 = F.l1_loss(pred, target, reduction="sum") / num_boxes
+        giou = (1 - torch.diag(generalized_box_iou(center_to_corners(pred), center_to_corners(target)))).sum() / num_boxes
+        return CLASS_COST * class_loss + L1_COST * l1 + GIOU_COST * giou
+
+    @staticmethod
+    def post_process(logits, pred_boxes, threshold: float = 0.5, target_sizes=None, top_k: int | None = None) -> list[dict]:
+        """Per image: `scores`, `labels` and `boxes` (x_min, y_min, x_max, y_max; original pixels with `target_sizes`)."""
+        probs = logits.float().softmax(-1)[..., :-1]
+        scores, labels = probs.max(-1)
+        corners = center_to_corners(pred_boxes.float())
+        if target_sizes is not None:
+            sizes = torch.as_tensor(target_sizes, dtype=corners.dtype, device=corners.device)
+            corners = corners * torch.stack([sizes[:, 1], sizes[:, 0], sizes[:, 1], sizes[:, 0]], dim=1)[:, None, :]
+        results = []
+        for image_scores, image_labels, image_boxes in zip(scores, labels, corners):
+            order = image_scores.argsort(descending=True)
+            keep = order[image_scores[order] > threshold] if top_k is None else order[:top_k]
+            results.append({"scores": image_scores[keep], "labels": image_labels[keep], "boxes": image_boxes[keep]})
+        return results
+
+
+__all__ = [
+    "M2DinoObjectDetectionOutput",
+    "M2DinoDetectionHead",
+    "DetectionType",
+    "center_to_corners",
+    "corners_to_center",
+    "generalized_box_iou",
+]

@@ -1,0 +1,508 @@
+"""M2DINO: a DINOv3 ViT whose last layers carry a task-conditioned Mixture-of-Experts, and heads per task.
+
+Data flow: pixel values -> DINOv3 embeddings (class, register and patch tokens; RoPE) -> encoder layers, the
+MoE layers routing by task -> final norm -> a spatial feature map (and multi-level maps) -> the head of each
+sample's task. Task types (segmentation, classification, detection, regression) live one per module.
+"""
+
+import os
+import shutil
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import initialization as init
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.models.dinov3_vit.modeling_dinov3_vit import (
+    DINOv3ViTEmbeddings,
+    DINOv3ViTLayer,
+    DINOv3ViTPreTrainedModel,
+    DINOv3ViTRopePositionEmbedding,
+)
+from transformers.utils import ModelOutput
+
+from .classification import ClassificationType
+from .configuration_m2dino import M2DinoConfig
+from .convert_dinov3 import load_dinov3_backbone
+from .detection import DetectionType
+from .moe import M2DinoTaskRouter, TaskConditionedMoE, load_balancing_loss, router_z_loss
+from .regression import RegressionType
+from .segmentation import SegmentationType
+
+TASK_TYPE_IMPLEMENTATIONS = {impl.name: impl for impl in (SegmentationType, ClassificationType, DetectionType, RegressionType)}
+
+# Every saved folder names all of its entry points, whichever class saved it (transformers writes only its own).
+AUTO_MAP = {
+    "AutoConfig": "configuration_m2dino.M2DinoConfig",
+    "AutoModel": "modeling_m2dino.M2DinoModel",
+    "AutoModelForSemanticSegmentation": "modeling_m2dino.M2DinoForSemanticSegmentation",
+    "AutoModelForImageClassification": "modeling_m2dino.M2DinoForImageClassification",
+    "AutoModelForObjectDetection": "modeling_m2dino.M2DinoForObjectDetection",
+    "AutoModelForKeypointDetection": "modeling_m2dino.M2DinoForKeypointDetection",
+}
+
+
+@dataclass
+class M2DinoModelOutput(BaseModelOutputWithPooling):
+    """
+    feature_map (`torch.FloatTensor` of shape `(batch, hidden_size, height / patch, width / patch)`):
+        The normalised patch tokens of the last layer as a spatial map; every head reads it.
+    feature_maps (`tuple(torch.FloatTensor)`): the same map at each of `config.feature_layers` (returned when
+        `output_feature_maps=True`; the dense heads always use them).
+    router_logits (`tuple(torch.FloatTensor)`): per MoE layer, `(batch, experts)` in `"task"` router mode or
+        `(batch, tokens, experts)` in `"token"` mode.
+    aux_loss (`torch.FloatTensor`): the weighted load-balancing plus z-loss of the routers.
+    """
+
+    feature_map: torch.FloatTensor | None = None
+    feature_maps: tuple[torch.FloatTensor, ...] | None = None
+    router_logits: tuple[torch.FloatTensor, ...] | None = None
+    aux_loss: torch.FloatTensor | None = None
+
+
+@dataclass
+class M2DinoMultiTaskOutput(ModelOutput):
+    """
+    loss: `sum_t loss_weight_t * L_t` over the tasks present, plus the router `aux_loss`.
+    task_losses: task id -> that task's (unweighted) loss.
+    task_outputs: task id -> its head's output object, whose `indices` are the batch positions of its samples.
+    """
+
+    loss: torch.FloatTensor | None = None
+    task_losses: dict[str, torch.FloatTensor] | None = None
+    task_outputs: dict[str, ModelOutput] | None = None
+    aux_loss: torch.FloatTensor | None = None
+    router_logits: tuple[torch.FloatTensor, ...] | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+class M2DinoLayer(DINOv3ViTLayer):
+    """A DINOv3 encoder layer whose MLP is a `TaskConditionedMoE` when `layer_idx` is in `config.moe_layers`."""
+
+    def __init__(self, config: M2DinoConfig, layer_idx: int):
+        super().__init__(config)
+        self.is_moe = layer_idx in config.moe_layers
+        if self.is_moe:
+            self.mlp = TaskConditionedMoE(config)
+
+    def forward(self, hidden_states, position_embeddings, task_ids, output_attentions: bool = False):
+        residual = hidden_states
+        attended, attention_weights = self.attention(self.norm1(hidden_states), position_embeddings=position_embeddings)
+        hidden_states = self.drop_path(self.layer_scale1(attended)) + residual
+
+        residual = hidden_states
+        router_logits = None
+        if self.is_moe:
+            mlp_output, router_logits = self.mlp(self.norm2(hidden_states), task_ids)
+        else:
+            mlp_output = self.mlp(self.norm2(hidden_states))
+        hidden_states = self.drop_path(self.layer_scale2(mlp_output)) + residual
+        return hidden_states, attention_weights if output_attentions else None, router_logits
+
+
+class M2DinoEncoder(nn.Module):
+    def __init__(self, config: M2DinoConfig):
+        super().__init__()
+        self.layer = nn.ModuleList(M2DinoLayer(config, i) for i in range(config.num_hidden_layers))
+        self.gradient_checkpointing = False
+
+
+class M2DinoPreTrainedModel(DINOv3ViTPreTrainedModel):
+    config: M2DinoConfig
+    config_class = M2DinoConfig
+    base_model_prefix = "m2dino"
+    main_input_name = "pixel_values"
+    _no_split_modules = ["DINOv3ViTEmbeddings", "M2DinoLayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = False
+    _supports_flex_attn = False
+    _can_compile_fullgraph = False
+    _can_record_outputs = None
+    supports_gradient_checkpointing = True
+    # The Trainer must not rescale the loss by itself: the model reports the mean loss of its batch.
+    accepts_loss_kwargs = False
+    # A class that serves fewer tasks than a checkpoint holds skips the other heads without a report.
+    _keys_to_ignore_on_load_unexpected = [r"(^|\.)heads\."]
+    task_type: str | None = None  # the task type a single-type class serves; None serves every type
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, M2DinoTaskRouter):
+            # Small random task logits make tasks start on different experts instead of all tying on the first k.
+            if module.mode == "task":
+                init.normal_(module.task_logits, std=self.config.initializer_range)
+            else:
+                init.normal_(module.task_embedding, std=self.config.initializer_range)
+        elif isinstance(module, DetectionType.head_class):
+            init.normal_(module.queries, std=1.0)
+
+    @property
+    def served_tasks(self) -> list[str]:
+        """The ids of the tasks this class has heads for."""
+        return [t.id for t in self.config.task_specs if self.task_type in (None, t.type)]
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Saves weights and config with a full `auto_map`, and copies the model code beside them so that
+        `trust_remote_code=True` loads the folder where this package is not installed."""
+        self.config.auto_map = dict(AUTO_MAP)
+        super().save_pretrained(save_directory, *args, **kwargs)
+        package_dir = os.path.dirname(os.path.abspath(__file__))
+        for name in sorted(os.listdir(package_dir)):
+            if name.endswith(".py") and name != "__init__.py":
+                shutil.copyfile(os.path.join(package_dir, name), os.path.join(save_directory, name))
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, but weights that the checkpoint lacks are an error, not a silent
+        random initialisation. `ignore_mismatched_sizes=True` is the explicit opt-in to re-initialise heads or
+        routers whose task list or shapes differ."""
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        if info["missing_keys"] and not kwargs.get("ignore_mismatched_sizes", False):
+            missing = sorted(info["missing_keys"])
+            raise ValueError(
+                f"{cls.__name__}: the checkpoint at {pretrained_model_name_or_path} lacks {len(missing)} weight(s) this "
+                f"config needs (its task list or shapes differ?): {missing[:12]}{' ...' if len(missing) > 12 else ''}. "
+                "Pass ignore_mismatched_sizes=True to initialise them at random."
+            )
+        return (model, info) if want_info else model
+
+    @classmethod
+    def from_dinov3(cls, path: str, **config_overrides):
+        """Upcycles a local DINOv3 ViT checkpoint folder (`config.json` + `model.safetensors`): the backbone
+        weights are copied exactly and every expert of a MoE layer starts as that layer's dense MLP."""
+        config, backbone_state = load_dinov3_backbone(path, config_class=M2DinoConfig, **config_overrides)
+        model = cls(config)
+        backbone = model.get_base_model()
+        missing, unexpected = backbone.load_state_dict(backbone_state, strict=False)
+        not_router = [k for k in missing if ".mlp.router." not in k]
+        if not_router or unexpected:  # load_dinov3_backbone has checked this; a mismatch here is a bug
+            raise RuntimeError(f"upcycling left backbone weights unset {not_router} or unused {unexpected}")
+        model.config.base_model = os.path.abspath(path)
+        return model
+
+    def get_base_model(self) -> "M2DinoModel":
+        return self if isinstance(self, M2DinoModel) else self.m2dino
+
+
+class M2DinoModel(M2DinoPreTrainedModel):
+    """The M2DINO backbone: DINOv3 ViT with task-conditioned MoE layers; returns features, no task heads."""
+
+    def __init__(self, config: M2DinoConfig):
+        super().__init__(config)
+        self.embeddings = DINOv3ViTEmbeddings(config)
+        self.rope_embeddings = DINOv3ViTRopePositionEmbedding(config)
+        self.model = M2DinoEncoder(config)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.task_index = {task_id: i for i, task_id in enumerate(config.task_ids)}
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings.patch_embeddings
+
+    def resolve_task_ids(self, batch_size: int, tasks=None, task_ids=None, device=None) -> torch.LongTensor:
+        """Task indices (B,) from `tasks` (an id, or B ids) or `task_ids`; neither means `config.default_task`."""
+        if tasks is not None and task_ids is not None:
+            raise ValueError("pass either `tasks` (task id strings) or `task_ids` (indices), not both")
+        if task_ids is None:
+            names = [self.config.default_task] if tasks is None else [tasks] if isinstance(tasks, str) else list(tasks)
+            unknown = sorted({n for n in names if n not in self.task_index})
+            if unknown:
+                raise ValueError(f"unknown task(s) {unknown}; this model's tasks: {', '.join(self.config.task_ids)}")
+            if len(names) == 1:
+                names = names * batch_size
+            task_ids = torch.tensor([self.task_index[n] for n in names], device=device)
+        task_ids = torch.as_tensor(task_ids, device=device)
+        if task_ids.dim() == 0:
+            task_ids = task_ids.expand(batch_size)
+        if task_ids.shape != (batch_size,) or task_ids.is_floating_point():
+            raise ValueError(f"expected {batch_size} task ids (one per image), got shape {tuple(task_ids.shape)}")
+        if task_ids.numel() and (task_ids.min() < 0 or task_ids.max() >= len(self.task_index)):
+            raise ValueError(f"task_ids must lie in 0..{len(self.task_index) - 1}, got {task_ids.tolist()}")
+        return task_ids.long()
+
+    def prepare_pixel_values(self, pixel_values: torch.Tensor, bits_stored: int | None = None) -> torch.Tensor:
+        """Checks rank, channels, size and finiteness; integer images are scaled to [0, 1] (by `bits_stored`
+        when given, else by their dtype's range) and normalised with the config's mean and std."""
+        if not torch.is_tensor(pixel_values) or pixel_values.dim() != 4:
+            shape = tuple(pixel_values.shape) if torch.is_tensor(pixel_values) else type(pixel_values).__name__
+            raise ValueError(f"pixel_values must be a (batch, channels, height, width) tensor, got {shape}")
+        if pixel_values.shape[1] != self.config.num_channels:
+            raise ValueError(
+                f"pixel_values has {pixel_values.shape[1]} channels, the model expects {self.config.num_channels} "
+                "(the image processor turns grayscale into RGB)"
+            )
+        patch = self.config.patch_size
+        if pixel_values.shape[-2] % patch or pixel_values.shape[-1] % patch:
+            raise ValueError(f"image size {tuple(pixel_values.shape[-2:])} is not a multiple of the patch size {patch}")
+        if not pixel_values.is_floating_point():
+            if pixel_values.dtype == torch.bool:
+                raise ValueError("pixel_values must be numeric, got torch.bool")
+            max_value = 2**bits_stored - 1 if bits_stored else torch.iinfo(pixel_values.dtype).max
+            mean = torch.tensor(self.config.image_mean, device=pixel_values.device)[:, None, None]
+            std = torch.tensor(self.config.image_std, device=pixel_values.device)[:, None, None]
+            pixel_values = (pixel_values.float() / max_value - mean) / std
+        elif not torch.isfinite(pixel_values).all():
+            raise ValueError("pixel_values contains NaN or infinite values")
+        return pixel_values.to(self.embeddings.patch_embeddings.weight.dtype)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        tasks: str | list[str] | None = None,
+        task_ids: torch.LongTensor | None = None,
+        bits_stored: int | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        output_router_logits: bool | None = None,
+        output_feature_maps: bool = False,
+    ) -> M2DinoModelOutput:
+        output_router_logits = self.config.output_router_logits if output_router_logits is None else output_router_logits
+        pixel_values = self.prepare_pixel_values(pixel_values, bits_stored)
+        batch_size, _, height, width = pixel_values.shape
+        task_ids = self.resolve_task_ids(batch_size, tasks, task_ids, device=pixel_values.device)
+
+        hidden_states = self.embeddings(pixel_values)
+        position_embeddings = self.rope_embeddings(pixel_values)
+        all_hidden_states, all_attentions, router_logits, levels = [], [], [], []
+        for index, layer in enumerate(self.model.layer):
+            if output_hidden_states:
+                all_hidden_states.append(hidden_states)
+            hidden_states, attention_weights, layer_router_logits = layer(
+                hidden_states, position_embeddings=position_embeddings, task_ids=task_ids,
+                output_attentions=bool(output_attentions),
+            )
+            if layer_router_logits is not None:
+                router_logits.append(layer_router_logits)
+            if output_attentions:
+                all_attentions.append(attention_weights)
+            if index in self.config.feature_layers:
+                levels.append(hidden_states)
+        if output_hidden_states:
+            all_hidden_states.append(hidden_states)
+
+        sequence_output = self.norm(hidden_states)
+        grid = (height // self.config.patch_size, width // self.config.patch_size)
+        prefix = 1 + self.config.num_register_tokens
+        feature_maps = tuple(
+            self.tokens_to_map(sequence_output if level is hidden_states else self.norm(level), prefix, grid)
+            for level in levels
+        )
+        aux_loss = None
+        if router_logits:
+            num_experts, top_k = self.config.num_experts, self.config.num_experts_per_tok
+            aux_loss = self.config.router_aux_loss_coef * load_balancing_loss(router_logits, num_experts, top_k)
+            aux_loss = aux_loss + self.config.router_z_loss_coef * router_z_loss(router_logits)
+        return M2DinoModelOutput(
+            last_hidden_state=sequence_output,
+            pooler_output=sequence_output[:, 0],
+            feature_map=self.tokens_to_map(sequence_output, prefix, grid),
+            feature_maps=feature_maps,
+            hidden_states=tuple(all_hidden_states) if output_hidden_states else None,
+            attentions=tuple(all_attentions) if output_attentions else None,
+            router_logits=tuple(router_logits) if output_router_logits else None,
+            aux_loss=aux_loss,
+        )
+
+    @staticmethod
+    def tokens_to_map(tokens: torch.Tensor, num_prefix_tokens: int, grid: tuple[int, int]) -> torch.Tensor:
+        patches = tokens[:, num_prefix_tokens:]
+        return patches.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[-1], *grid)
+
+
+class M2DinoForMultiTask(M2DinoPreTrainedModel):
+    """M2DINO with a head for every task of `config.tasks`, serving mixed-task batches.
+
+    `labels` is a list of one dict per sample, by its task's type: `{"class_labels": int}`, `{"mask": (H, W)}`
+    at the processed size, `{"class_labels": (n,), "boxes": (n, 4)}` normalised (cx, cy, w, h), or
+    `{"points": (P, 2)}` normalised (x, y).
+    """
+
+    def __init__(self, config: M2DinoConfig):
+        super().__init__(config)
+        self.m2dino = M2DinoModel(config)
+        self.heads = nn.ModuleDict(
+            {
+                task.id: TASK_TYPE_IMPLEMENTATIONS[task.type].head_class(config, task)
+                for task in config.task_specs
+                if self.task_type in (None, task.type)
+            }
+        )
+        self.post_init()
+
+    def run_head(self, task, outputs: M2DinoModelOutput, indices: torch.Tensor | None = None):
+        """The head of `task` on the samples at `indices` (all when None): its output object and raw output."""
+        impl = TASK_TYPE_IMPLEMENTATIONS[task.type]
+        feature_maps, pooled = outputs.feature_maps, outputs.pooler_output
+        if indices is not None:
+            feature_maps = tuple(level.index_select(0, indices) for level in feature_maps)
+            pooled = pooled.index_select(0, indices)
+        raw = self.heads[task.id](feature_maps, pooled)
+        fields = (impl.output_field,) if isinstance(impl.output_field, str) else impl.output_field
+        values = (raw,) if isinstance(impl.output_field, str) else raw
+        return impl.output_class(**dict(zip(fields, values))), raw
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: list[dict] | None = None,
+        tasks: str | list[str] | None = None,
+        task_ids: torch.LongTensor | None = None,
+        bits_stored: int | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        output_router_logits: bool | None = None,
+    ) -> M2DinoMultiTaskOutput:
+        outputs = self.m2dino(
+            pixel_values, tasks=tasks, task_ids=task_ids, bits_stored=bits_stored,
+            output_hidden_states=output_hidden_states, output_attentions=output_attentions,
+            output_router_logits=output_router_logits,
+        )
+        batch_size = pixel_values.shape[0]
+        task_ids = self.m2dino.resolve_task_ids(batch_size, tasks, task_ids, device=pixel_values.device)
+        if labels is not None and (not isinstance(labels, (list, tuple)) or len(labels) != batch_size):
+            raise ValueError(f"M2DinoForMultiTask labels must be a list of {batch_size} dicts, one per sample")
+        specs = self.config.task_specs
+        image_size = tuple(pixel_values.shape[-2:])
+        task_outputs, task_losses = {}, {}
+        loss = outputs.aux_loss if labels is not None else None
+        for task_index in torch.unique(task_ids).tolist():
+            task = specs[task_index]
+            if task.id not in self.heads:
+                raise ValueError(f"{type(self).__name__} has no head for task {task.id!r}; it serves {self.served_tasks}")
+            indices = (task_ids == task_index).nonzero().squeeze(1)
+            task_output, raw = self.run_head(task, outputs, indices)
+            task_output["indices"] = indices
+            task_outputs[task.id] = task_output
+            if labels is not None:
+                impl = TASK_TYPE_IMPLEMENTATIONS[task.type]
+                task_labels = impl.stack_labels([labels[i] for i in indices.tolist()], task, image_size)
+                task_labels = impl.check_labels(to_device(task_labels, pixel_values.device), task, len(indices), image_size)
+                task_losses[task.id] = impl.loss(raw, task_labels, task)
+                weighted = task.loss_weight * task_losses[task.id]
+                loss = weighted if loss is None else loss + weighted
+        return M2DinoMultiTaskOutput(
+            loss=loss,
+            task_losses=task_losses,
+            task_outputs=task_outputs,
+            aux_loss=outputs.aux_loss,
+            router_logits=outputs.router_logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+class M2DinoForSingleTaskType(M2DinoForMultiTask):
+    """Base of the single-type classes: one task per call, HF-conventional outputs of that type."""
+
+    def __init__(self, config: M2DinoConfig):
+        if not any(t.type == self.task_type for t in config.task_specs):
+            raise ValueError(
+                f"{type(self).__name__} needs at least one {self.task_type} task; the config's tasks are "
+                f"{[(t.id, t.type) for t in config.task_specs]}"
+            )
+        super().__init__(config)
+
+    @property
+    def default_task(self) -> str:
+        """`config.default_task` when this class serves it, else the first task of its type."""
+        served = self.served_tasks
+        return self.config.default_task if self.config.default_task in served else served[0]
+
+    def single_task(self, task_ids: torch.LongTensor):
+        unique = torch.unique(task_ids).tolist()
+        specs = self.config.task_specs
+        if len(unique) != 1:
+            raise ValueError(
+                f"{type(self).__name__} serves one task per call, got {[specs[i].id for i in unique]}; "
+                "use M2DinoForMultiTask for mixed batches"
+            )
+        task = specs[unique[0]]
+        if task.type != self.task_type:
+            raise ValueError(
+                f"task {task.id!r} is a {task.type} task; {type(self).__name__} serves {self.task_type} tasks: "
+                f"{', '.join(self.served_tasks)}"
+            )
+        return task
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels=None,
+        tasks: str | list[str] | None = None,
+        task_ids: torch.LongTensor | None = None,
+        bits_stored: int | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        output_router_logits: bool | None = None,
+    ):
+        if tasks is None and task_ids is None:
+            tasks = self.default_task
+        outputs = self.m2dino(
+            pixel_values, tasks=tasks, task_ids=task_ids, bits_stored=bits_stored,
+            output_hidden_states=output_hidden_states, output_attentions=output_attentions,
+            output_router_logits=output_router_logits,
+        )
+        batch_size = pixel_values.shape[0]
+        task = self.single_task(self.m2dino.resolve_task_ids(batch_size, tasks, task_ids, device=pixel_values.device))
+        task_output, raw = self.run_head(task, outputs)
+        if labels is not None:
+            impl = TASK_TYPE_IMPLEMENTATIONS[task.type]
+            labels = impl.check_labels(to_device(labels, pixel_values.device), task, batch_size, tuple(pixel_values.shape[-2:]))
+            task_output["loss"] = impl.loss(raw, labels, task) + outputs.aux_loss
+        task_output["hidden_states"] = outputs.hidden_states
+        task_output["attentions"] = outputs.attentions
+        task_output["router_logits"] = outputs.router_logits
+        task_output["aux_loss"] = outputs.aux_loss
+        return task_output
+
+
+class M2DinoForSemanticSegmentation(M2DinoForSingleTaskType):
+    """Segmentation heads; `labels` LongTensor (B, H, W); Dice + cross-entropy; `logits` (B, classes, H/4, W/4)."""
+
+    task_type = "segmentation"
+
+
+class M2DinoForImageClassification(M2DinoForSingleTaskType):
+    """Classification heads; `labels` LongTensor (B,); cross-entropy; `logits` (B, classes)."""
+
+    task_type = "classification"
+
+
+class M2DinoForObjectDetection(M2DinoForSingleTaskType):
+    """Detection heads; `labels` a list of dicts with `class_labels` and normalised (cx, cy, w, h) `boxes`."""
+
+    task_type = "detection"
+
+
+class M2DinoForKeypointDetection(M2DinoForSingleTaskType):
+    """Landmark regression heads; `labels` FloatTensor (B, points, 2) normalised (x, y); L1; `keypoints`."""
+
+    task_type = "regression"
+
+
+def to_device(labels, device):
+    if torch.is_tensor(labels):
+        return labels.to(device)
+    if isinstance(labels, dict):
+        return {k: to_device(v, device) for k, v in labels.items()}
+    if isinstance(labels, (list, tuple)):
+        return [to_device(v, device) for v in labels]
+    return labels
+
+
+__all__ = [
+    "AUTO_MAP",
+    "M2DinoForImageClassification",
+    "M2DinoForKeypointDetection",
+    "M2DinoForMultiTask",
+    "M2DinoForObjectDetection",
+    "M2DinoForSemanticSegmentation",
+    "M2DinoModel",
+    "M2DinoModelOutput",
+    "M2DinoMultiTaskOutput",
+    "M2DinoPreTrainedModel",
+    "TASK_TYPE_IMPLEMENTATIONS",
+]

@@ -1,0 +1,108 @@
+"""Task-conditioned Mixture-of-Experts: the MLP of M2DINO's last encoder layers.
+
+Two router readings of the paper are supported (`config.router_mode`):
+- `"task"`: the router is a learned table of expert logits per task, so every token of an image uses its
+  task's experts (one routing decision per image);
+- `"token"`: the router sees each token's hidden state plus a learned task embedding (one decision per token).
+
+Either way the dispatch is the same: routed units are flattened to tokens, sorted by chosen expert, and each
+expert that anyone chose runs once on exactly its tokens; experts nobody chose do no work.
+"""
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers.models.dinov3_vit.modeling_dinov3_vit import DINOv3ViTGatedMLP, DINOv3ViTMLP
+
+
+class M2DinoTaskRouter(nn.Module):
+    """Produces router logits from the task (and, in `"token"` mode, from each token)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.mode = config.router_mode
+        num_tasks, num_experts = len(config.tasks), config.num_experts
+        if self.mode == "task":
+            self.task_logits = nn.Parameter(torch.zeros(num_tasks, num_experts))
+        else:
+            self.task_embedding = nn.Parameter(torch.zeros(num_tasks, config.hidden_size))
+            self.gate = nn.Linear(config.hidden_size, num_experts, bias=False)
+
+    def forward(self, hidden_states: torch.Tensor, task_ids: torch.LongTensor) -> torch.Tensor:
+        """Logits in fp32: (batch, experts) in `"task"` mode, (batch, tokens, experts) in `"token"` mode."""
+        if self.mode == "task":
+            return self.task_logits.float()[task_ids]
+        # gate(x + e_t) = gate(x) + gate(e_t): the task term is computed once per image, not per token.
+        token_logits = self.gate(hidden_states)
+        task_logits = self.gate(self.task_embedding[task_ids])
+        return (token_logits + task_logits[:, None, :]).float()
+
+
+class TaskConditionedMoE(nn.Module):
+    """Replaces a DINOv3 layer's MLP by `num_experts` DINOv3-style MLPs and a task-conditioned top-k router."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.num_experts = config.num_experts
+        self.top_k = config.num_experts_per_tok
+        self.norm_topk_prob = config.norm_topk_prob
+        self.router = M2DinoTaskRouter(config)
+        expert_class = DINOv3ViTGatedMLP if config.use_gated_mlp else DINOv3ViTMLP
+        self.experts = nn.ModuleList(expert_class(config) for _ in range(config.num_experts))
+
+    def route(self, router_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k expert indices and their gate weights (fp32 softmax, renormalised over the k chosen)."""
+        probs = router_logits.softmax(dim=-1)
+        weights, indices = probs.topk(self.top_k, dim=-1)
+        if self.norm_topk_prob:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        return weights, indices
+
+    def forward(self, hidden_states: torch.Tensor, task_ids: torch.LongTensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch_size, num_tokens, hidden_size = hidden_states.shape
+        router_logits = self.router(hidden_states, task_ids)
+        weights, indices = self.route(router_logits)
+        if router_logits.dim() == 2:  # one decision per image: every token of the image inherits it
+            weights = weights[:, None, :].expand(-1, num_tokens, -1)
+            indices = indices[:, None, :].expand(-1, num_tokens, -1)
+        tokens = hidden_states.reshape(-1, hidden_size)
+        output = dispatch_to_experts(tokens, weights.reshape(-1, self.top_k), indices.reshape(-1, self.top_k), self.experts)
+        return output.view(batch_size, num_tokens, hidden_size), router_logits
+
+
+def dispatch_to_experts(tokens, weights, indices, experts) -> torch.Tensor:
+    """sum_k weights[n, k] * experts[indices[n, k]](tokens[n]) for every token n.
+
+    One sort groups the (token, slot) assignments by expert; each chosen expert then runs once on a contiguous
+    slice, and one `index_add_` scatters the weighted results back.
+    """
+    top_k = indices.shape[-1]
+    flat_experts = indices.reshape(-1)
+    order = flat_experts.argsort(stable=True)
+    token_of_assignment = order // top_k
+    counts = torch.bincount(flat_experts, minlength=len(experts)).tolist()
+    routed = tokens.index_select(0, token_of_assignment).split(counts)
+    expert_outputs = [experts[e](chunk) for e, chunk in enumerate(routed) if counts[e] > 0]
+    gates = weights.reshape(-1)[order].to(tokens.dtype).unsqueeze(-1)
+    weighted = torch.cat(expert_outputs) * gates
+    return torch.zeros_like(tokens).index_add_(0, token_of_assignment, weighted)
+
+
+def load_balancing_loss(router_logits: list[torch.Tensor], num_experts: int, top_k: int) -> torch.Tensor:
+    """Switch-Transformer balance loss over all MoE layers: num_experts * sum_e f_e * P_e, where f_e is the
+    fraction of routing assignments sent to expert e and P_e its mean router probability (1.0 when balanced)."""
+    losses = []
+    for logits in router_logits:
+        probs = logits.reshape(-1, num_experts).softmax(dim=-1)
+        chosen = F.one_hot(probs.topk(top_k, dim=-1).indices, num_experts).sum(dim=1).float()
+        fraction_routed = chosen.mean(dim=0) / top_k
+        losses.append(num_experts * (fraction_routed * probs.mean(dim=0)).sum())
+    return torch.stack(losses).mean()
+
+
+def router_z_loss(router_logits: list[torch.Tensor]) -> torch.Tensor:
+    """ST-MoE z-loss: mean squared log-partition of the router logits, keeping them in a stable range."""
+    return torch.stack([torch.logsumexp(logits.float(), dim=-1).pow(2).mean() for logits in router_logits]).mean()
+
+
+__all__ = ["M2DinoTaskRouter", "TaskConditionedMoE", "dispatch_to_experts", "load_balancing_loss", "router_z_loss"]

@@ -1,0 +1,105 @@
+"""Regression (landmark) task type: heatmaps decoded by a soft-argmax into normalised (x, y) points, L1 loss."""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers.utils import ModelOutput
+
+from .segmentation import conv_block
+
+
+@dataclass
+class M2DinoKeypointDetectionOutput(ModelOutput):
+    """`keypoints` (batch, points, 2) as normalised (x, y); `heatmaps` the logits they come from."""
+
+    loss: torch.Tensor | None = None
+    keypoints: torch.Tensor | None = None
+    heatmaps: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+    router_logits: tuple[torch.Tensor, ...] | None = None
+    aux_loss: torch.Tensor | None = None
+
+
+def soft_argmax(heatmaps: torch.Tensor) -> torch.Tensor:
+    """Expected normalised (x, y) under the spatial softmax of each heatmap: (B, P, h, w) -> (B, P, 2)."""
+    batch, points, height, width = heatmaps.shape
+    probs = heatmaps.float().flatten(2).softmax(-1).view(batch, points, height, width)
+    xs = (torch.arange(width, device=heatmaps.device, dtype=probs.dtype) + 0.5) / width
+    ys = (torch.arange(height, device=heatmaps.device, dtype=probs.dtype) + 0.5) / height
+    return torch.stack([(probs.sum(2) * xs).sum(-1), (probs.sum(3) * ys).sum(-1)], dim=-1)
+
+
+class M2DinoKeypointHead(nn.Module):
+    """Fuses the multi-level feature maps and predicts one heatmap per landmark at stride 8."""
+
+    def __init__(self, config, task):
+        super().__init__()
+        width = config.decoder_hidden_size
+        self.level_projections = nn.ModuleList(nn.Conv2d(config.hidden_size, width, 1) for _ in config.feature_layers)
+        self.fuse = conv_block(width, width)
+        self.upsample_block = conv_block(width, width)
+        self.heatmap = nn.Conv2d(width, task.num_points, 1)
+
+    def forward(self, feature_maps: tuple[torch.Tensor, ...], pooled_output: torch.Tensor):
+        hidden = self.fuse(sum(project(level) for project, level in zip(self.level_projections, feature_maps)))
+        hidden = self.upsample_block(F.interpolate(hidden, scale_factor=2, mode="bilinear", align_corners=False))
+        heatmaps = self.heatmap(hidden)
+        return soft_argmax(heatmaps), heatmaps
+
+
+class RegressionType:
+    """Everything that is specific to landmark regression tasks, in one place."""
+
+    name = "regression"
+    head_class = M2DinoKeypointHead
+    output_class = M2DinoKeypointDetectionOutput
+    output_field = ("keypoints", "heatmaps")
+
+    @staticmethod
+    def stack_labels(samples: list[dict], task, image_size: tuple[int, int]) -> torch.Tensor:
+        """Per-sample `{"points": (P, 2)}` -> FloatTensor (B, P, 2)."""
+        points = []
+        for sample in samples:
+            if "points" not in sample:
+                raise ValueError(f"task {task.id!r} (regression): each label needs 'points', got keys {sorted(sample)}")
+            points.append(torch.as_tensor(sample["points"]).float())
+        try:
+            return torch.stack(points) if points else torch.zeros(0, task.num_points, 2)
+        except RuntimeError:
+            raise ValueError(
+                f"task {task.id!r} (regression): every label needs ({task.num_points}, 2) points, "
+                f"got shapes {[tuple(p.shape) for p in points]}"
+            ) from None
+
+    @staticmethod
+    def check_labels(labels, task, batch_size: int, image_size: tuple[int, int]) -> torch.Tensor:
+        expected = (batch_size, task.num_points, 2)
+        if not torch.is_tensor(labels) or labels.shape != expected:
+            shape = tuple(labels.shape) if torch.is_tensor(labels) else type(labels).__name__
+            raise ValueError(f"task {task.id!r} (regression): labels must be a FloatTensor of shape {expected}, got {shape}")
+        if not torch.isfinite(labels).all() or (labels < 0).any() or (labels > 1).any():
+            raise ValueError(
+                f"task {task.id!r} (regression): points must be finite, normalised (x, y) in [0, 1] of the processed image"
+            )
+        return labels.float()
+
+    @staticmethod
+    def loss(outputs: tuple[torch.Tensor, torch.Tensor], labels: torch.Tensor, task) -> torch.Tensor:
+        keypoints, _ = outputs
+        return F.l1_loss(keypoints.float(), labels)
+
+    @staticmethod
+    def post_process(keypoints: torch.Tensor, heatmaps: torch.Tensor, target_sizes=None) -> list[dict]:
+        """Per image: `keypoints` (P, 2) as (x, y), in original pixels with `target_sizes`, and peak `scores`."""
+        scores = heatmaps.float().flatten(2).softmax(-1).amax(-1)
+        points = keypoints.float()
+        if target_sizes is not None:
+            sizes = torch.as_tensor(target_sizes, dtype=points.dtype, device=points.device)
+            points = points * sizes.flip(-1)[:, None, :]
+        return [{"keypoints": p, "scores": s} for p, s in zip(points, scores)]
+
+
+__all__ = ["M2DinoKeypointDetectionOutput", "M2DinoKeypointHead", "RegressionType", "soft_argmax"]

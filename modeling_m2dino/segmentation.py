@@ -1,0 +1,107 @@
+"""Segmentation task type: a multi-level upsampling head, Dice + cross-entropy, and mask post-processing."""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers.modeling_outputs import SemanticSegmenterOutput
+
+
+@dataclass
+class M2DinoSemanticSegmenterOutput(SemanticSegmenterOutput):
+    """`logits` (batch, classes, height / 4, width / 4), plus the backbone's router outputs."""
+
+    router_logits: tuple[torch.Tensor, ...] | None = None
+    aux_loss: torch.Tensor | None = None
+
+
+def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    groups = 8 if out_channels % 8 == 0 else 1
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.GroupNorm(groups, out_channels), nn.GELU()
+    )
+
+
+class M2DinoSegmentationHead(nn.Module):
+    """Fuses the multi-level feature maps (all at stride 16) and upsamples twice to stride 4."""
+
+    def __init__(self, config, task):
+        super().__init__()
+        width = config.decoder_hidden_size
+        self.level_projections = nn.ModuleList(
+            nn.Conv2d(config.hidden_size, width, 1) for _ in config.feature_layers
+        )
+        self.fuse = conv_block(width, width)
+        self.upsample_blocks = nn.ModuleList(conv_block(width, width) for _ in range(2))
+        self.classifier = nn.Conv2d(width, task.num_classes, 1)
+
+    def forward(self, feature_maps: tuple[torch.Tensor, ...], pooled_output: torch.Tensor) -> torch.Tensor:
+        fused = sum(project(level) for project, level in zip(self.level_projections, feature_maps))
+        hidden = self.fuse(fused)
+        for block in self.upsample_blocks:
+            hidden = block(F.interpolate(hidden, scale_factor=2, mode="bilinear", align_corners=False))
+        return self.classifier(hidden)
+
+
+class SegmentationType:
+    """Everything that is specific to segmentation tasks, in one place."""
+
+    name = "segmentation"
+    head_class = M2DinoSegmentationHead
+    output_class = M2DinoSemanticSegmenterOutput
+    output_field = "logits"
+
+    @staticmethod
+    def stack_labels(samples: list[dict], task, image_size: tuple[int, int]) -> torch.Tensor:
+        """Per-sample `{"mask": (H, W)}` -> LongTensor (B, H, W)."""
+        masks = []
+        for sample in samples:
+            if "mask" not in sample:
+                raise ValueError(f"task {task.id!r} (segmentation): each label needs a 'mask', got keys {sorted(sample)}")
+            masks.append(torch.as_tensor(sample["mask"]).long())
+        return torch.stack(masks) if masks else torch.zeros(0, *image_size, dtype=torch.long)
+
+    @staticmethod
+    def check_labels(labels, task, batch_size: int, image_size: tuple[int, int]) -> torch.Tensor:
+        if not torch.is_tensor(labels) or labels.shape != (batch_size, *image_size):
+            shape = tuple(labels.shape) if torch.is_tensor(labels) else type(labels).__name__
+            raise ValueError(
+                f"task {task.id!r} (segmentation): labels must be a LongTensor of shape {(batch_size, *image_size)} "
+                f"(masks at the processed size), got {shape}"
+            )
+        if labels.is_floating_point():
+            raise ValueError(f"task {task.id!r} (segmentation): mask labels must hold integer class indices")
+        if labels.numel() and (labels.min() < 0 or labels.max() >= task.num_classes):
+            raise ValueError(
+                f"task {task.id!r} (segmentation): mask values must lie in 0..{task.num_classes - 1}, "
+                f"found {labels.min().item()}..{labels.max().item()}"
+            )
+        return labels.long()
+
+    @staticmethod
+    def loss(logits: torch.Tensor, labels: torch.Tensor, task) -> torch.Tensor:
+        """Cross-entropy plus soft Dice over the foreground classes, at the label resolution."""
+        logits = F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False)
+        cross_entropy = F.cross_entropy(logits, labels)
+        probs = logits.softmax(dim=1)[:, 1:]
+        one_hot = F.one_hot(labels, task.num_classes).permute(0, 3, 1, 2)[:, 1:].float()
+        intersection = (probs * one_hot).sum(dim=(0, 2, 3))
+        denominator = probs.sum(dim=(0, 2, 3)) + one_hot.sum(dim=(0, 2, 3))
+        dice = (2 * intersection + 1.0) / (denominator + 1.0)
+        return cross_entropy + (1 - dice).mean()
+
+    @staticmethod
+    def post_process(logits: torch.Tensor, target_sizes=None) -> list[torch.Tensor]:
+        """Class-index masks (one per image), upsampled to each target (height, width) when given."""
+        masks = []
+        for i in range(logits.shape[0]):
+            image_logits = logits[i : i + 1].float()
+            if target_sizes is not None:
+                size = tuple(int(s) for s in target_sizes[i])
+                image_logits = F.interpolate(image_logits, size=size, mode="bilinear", align_corners=False)
+            masks.append(image_logits[0].argmax(dim=0))
+        return masks
+
+
+__all__ = ["M2DinoSemanticSegmenterOutput", "M2DinoSegmentationHead", "SegmentationType"]
