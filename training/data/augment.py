@@ -357,7 +357,7 @@ def _warp_image(array: np.ndarray, inverse) -> np.ndarray:
     height, width = array.shape[:2]
     channels = 1 if array.ndim == 2 else array.shape[2]
     kwargs = dict(resample=Image.Resampling.BILINEAR, fillcolor=0)
-    if array.dtype == np.uint8 and channels in (1, 3, 4):
+    if array.dtype == np.uint8 and (array.ndim == 2 or channels in (3, 4)):
         # PIL's native 8-bit path warps all channels at once.
         warped = Image.fromarray(array).transform((width, height), Image.Transform.AFFINE, inverse, **kwargs)
         return np.asarray(warped, dtype=np.float32)
