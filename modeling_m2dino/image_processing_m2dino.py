@@ -40,7 +40,7 @@ def image_to_tensor(image, bits_stored: int | None = None) -> torch.Tensor:
             image = image.astype(image.dtype.newbyteorder("="))
         if image.ndim == 3:
             image = np.moveaxis(image, -1, 0)
-        tensor = torch.from_numpy(np.ascontiguousarray(image))
+        tensor = torch.from_numpy(np.array(image, copy=True, order="C"))
     elif torch.is_tensor(image):
         tensor = image.detach().cpu()
     else:

@@ -20,6 +20,7 @@ from transformers.models.dinov3_vit.modeling_dinov3_vit import (
     DINOv3ViTRopePositionEmbedding,
 )
 from transformers.utils import ModelOutput
+from transformers.utils import logging as hf_logging
 
 from .classification import ClassificationType
 from .configuration_m2dino import M2DinoConfig
@@ -28,6 +29,8 @@ from .detection import DetectionType
 from .moe import M2DinoTaskRouter, TaskConditionedMoE, load_balancing_loss, router_z_loss
 from .regression import RegressionType
 from .segmentation import SegmentationType
+
+logger = hf_logging.get_logger(__name__)
 
 TASK_TYPE_IMPLEMENTATIONS = {impl.name: impl for impl in (SegmentationType, ClassificationType, DetectionType, RegressionType)}
 
@@ -87,18 +90,19 @@ class M2DinoLayer(DINOv3ViTLayer):
             self.mlp = TaskConditionedMoE(config)
 
     def forward(self, hidden_states, position_embeddings, task_ids, output_attentions: bool = False):
-        residual = hidden_states
-        attended, attention_weights = self.attention(self.norm1(hidden_states), position_embeddings=position_embeddings)
-        hidden_states = self.drop_path(self.layer_scale1(attended)) + residual
-
-        residual = hidden_states
+        hidden_states, attention_weights = self.attend(hidden_states, position_embeddings)
         router_logits = None
         if self.is_moe:
             mlp_output, router_logits = self.mlp(self.norm2(hidden_states), task_ids)
         else:
             mlp_output = self.mlp(self.norm2(hidden_states))
-        hidden_states = self.drop_path(self.layer_scale2(mlp_output)) + residual
+        hidden_states = self.drop_path(self.layer_scale2(mlp_output)) + hidden_states
         return hidden_states, attention_weights if output_attentions else None, router_logits
+
+    def attend(self, hidden_states, position_embeddings):
+        """The attention half of the layer, with its residual: it never depends on the task."""
+        attended, attention_weights = self.attention(self.norm1(hidden_states), position_embeddings=position_embeddings)
+        return self.drop_path(self.layer_scale1(attended)) + hidden_states, attention_weights
 
 
 class M2DinoEncoder(nn.Module):
@@ -155,18 +159,28 @@ class M2DinoPreTrainedModel(DINOv3ViTPreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """`PreTrainedModel.from_pretrained`, but weights that the checkpoint lacks are an error, not a silent
-        random initialisation. `ignore_mismatched_sizes=True` is the explicit opt-in to re-initialise heads or
-        routers whose task list or shapes differ."""
+        """`PreTrainedModel.from_pretrained`, but weights that the checkpoint lacks or holds in another shape (a
+        different task list, say) are an error naming them, not a silent random initialisation with a long
+        report. `ignore_mismatched_sizes=True` is the explicit opt-in to re-initialise those heads or routers."""
         want_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
-        if info["missing_keys"] and not kwargs.get("ignore_mismatched_sizes", False):
-            missing = sorted(info["missing_keys"])
-            raise ValueError(
-                f"{cls.__name__}: the checkpoint at {pretrained_model_name_or_path} lacks {len(missing)} weight(s) this "
-                f"config needs (its task list or shapes differ?): {missing[:12]}{' ...' if len(missing) > 12 else ''}. "
-                "Pass ignore_mismatched_sizes=True to initialise them at random."
+        reinitialise = kwargs.pop("ignore_mismatched_sizes", False)
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # our own message below replaces the load report
+        try:
+            model, info = super().from_pretrained(
+                pretrained_model_name_or_path, *args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
             )
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        differing = sorted(info["missing_keys"]) + sorted(str(k[0] if isinstance(k, tuple) else k) for k in info["mismatched_keys"])
+        if differing and not reinitialise:
+            raise ValueError(
+                f"{cls.__name__}: the checkpoint at {pretrained_model_name_or_path} lacks or mis-shapes {len(differing)} "
+                f"weight(s) this config needs (is its task list different?): {differing[:12]}"
+                f"{' ...' if len(differing) > 12 else ''}. Pass ignore_mismatched_sizes=True to initialise them at random."
+            )
+        if differing:
+            logger.warning(f"{cls.__name__}: initialised at random (not in the checkpoint or re-shaped): {differing}")
         return (model, info) if want_info else model
 
     @classmethod
@@ -306,6 +320,47 @@ class M2DinoModel(M2DinoPreTrainedModel):
             aux_loss=aux_loss,
         )
 
+    @torch.no_grad()
+    def encode_all_tasks(self, pixel_values: torch.Tensor, task_ids: torch.LongTensor, bits_stored: int | None = None):
+        """Features of every image for every task in `task_ids`, task-major: (len(task_ids) * batch, ...).
+
+        Equal to calling `forward` once per task, but the layers before the first MoE layer and the first MoE
+        layer's attention and experts (whose input does not depend on the task) run once for the whole batch;
+        only later layers run per task. Returns an `M2DinoModelOutput` without hidden states or attentions.
+        """
+        pixel_values = self.prepare_pixel_values(pixel_values, bits_stored)
+        batch_size, _, height, width = pixel_values.shape
+        num_tasks = len(task_ids)
+        first_moe = self.config.moe_layers[0]
+        hidden_states = self.embeddings(pixel_values)
+        position_embeddings = self.rope_embeddings(pixel_values)
+        levels = []
+        for index, layer in enumerate(self.model.layer):
+            if index < first_moe:
+                hidden_states = layer(hidden_states, position_embeddings=position_embeddings, task_ids=None)[0]
+            elif index == first_moe:
+                hidden_states, _ = layer.attend(hidden_states, position_embeddings)
+                mixed = layer.mlp.forward_all_tasks(layer.norm2(hidden_states), task_ids)  # (tasks, batch, N, C)
+                hidden_states = (layer.drop_path(layer.layer_scale2(mixed)) + hidden_states).flatten(0, 1)
+                levels = [level.repeat(num_tasks, 1, 1) for level in levels]  # shared levels, one copy per task
+            else:
+                per_sample_tasks = task_ids.repeat_interleave(batch_size)
+                hidden_states = layer(hidden_states, position_embeddings=position_embeddings, task_ids=per_sample_tasks)[0]
+            if index in self.config.feature_layers:
+                levels.append(hidden_states)
+        sequence_output = self.norm(hidden_states)
+        grid = (height // self.config.patch_size, width // self.config.patch_size)
+        prefix = 1 + self.config.num_register_tokens
+        feature_maps = tuple(
+            self.tokens_to_map(sequence_output if level is hidden_states else self.norm(level), prefix, grid)
+            for level in levels
+        )
+        return M2DinoModelOutput(
+            last_hidden_state=sequence_output, pooler_output=sequence_output[:, 0],
+            feature_map=feature_maps[-1] if levels[-1] is hidden_states else self.tokens_to_map(sequence_output, prefix, grid),
+            feature_maps=feature_maps,
+        )
+
     @staticmethod
     def tokens_to_map(tokens: torch.Tensor, num_prefix_tokens: int, grid: tuple[int, int]) -> torch.Tensor:
         patches = tokens[:, num_prefix_tokens:]
@@ -343,6 +398,27 @@ class M2DinoForMultiTask(M2DinoPreTrainedModel):
         fields = (impl.output_field,) if isinstance(impl.output_field, str) else impl.output_field
         values = (raw,) if isinstance(impl.output_field, str) else raw
         return impl.output_class(**dict(zip(fields, values))), raw
+
+    @torch.no_grad()
+    def predict_all_tasks(self, pixel_values: torch.Tensor, tasks: list[str] | None = None, bits_stored: int | None = None):
+        """Every served task's head output for one batch of images: task id -> output object.
+
+        Shares the task-independent trunk (see `M2DinoModel.encode_all_tasks`); equal to one call per task.
+        """
+        tasks = self.served_tasks if tasks is None else list(tasks)
+        index = self.m2dino.task_index
+        unknown = [t for t in tasks if t not in index or t not in self.heads]
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; this model serves {', '.join(self.served_tasks)}")
+        task_ids = torch.tensor([index[t] for t in tasks], device=pixel_values.device)
+        outputs = self.m2dino.encode_all_tasks(pixel_values, task_ids, bits_stored)
+        batch_size = pixel_values.shape[0]
+        specs = {t.id: t for t in self.config.task_specs}
+        results = {}
+        for position, task_id in enumerate(tasks):
+            rows = torch.arange(position * batch_size, (position + 1) * batch_size, device=pixel_values.device)
+            results[task_id] = self.run_head(specs[task_id], outputs, rows)[0]
+        return results
 
     def forward(
         self,

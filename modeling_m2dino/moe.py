@@ -70,6 +70,34 @@ class TaskConditionedMoE(nn.Module):
         return output.view(batch_size, num_tokens, hidden_size), router_logits
 
 
+    def forward_all_tasks(self, hidden_states: torch.Tensor, task_ids: torch.LongTensor) -> torch.Tensor:
+        """The layer's output for one shared input under each task of `task_ids`: (tasks, batch, tokens, hidden).
+
+        Every expert that any task picks runs once on the whole batch; tasks differ only in how they mix them.
+        """
+        num_tasks, (batch_size, num_tokens, hidden_size) = len(task_ids), hidden_states.shape
+        repeated = hidden_states.unsqueeze(0).expand(num_tasks, -1, -1, -1).reshape(-1, num_tokens, hidden_size)
+        per_sample_tasks = task_ids.repeat_interleave(batch_size)
+        router_logits = self.router(repeated, per_sample_tasks) if self.router.mode == "token" else self.router(None, task_ids)
+        weights, indices = self.route(router_logits)
+        # (tasks * batch, tokens, k) in token mode; (tasks, k) in task mode
+        used = torch.unique(indices).tolist()
+        expert_outputs = torch.stack([self.experts[e](hidden_states) for e in used])  # (used, batch, tokens, hidden)
+        slot = torch.full((self.num_experts,), -1, dtype=torch.long, device=indices.device)
+        slot[used] = torch.arange(len(used), device=indices.device)
+        if self.router.mode == "task":
+            chosen = expert_outputs[slot[indices]]  # (tasks, k, batch, tokens, hidden)
+            return (chosen * weights.to(chosen.dtype)[:, :, None, None, None]).sum(dim=1)
+        indices = indices.view(num_tasks, batch_size, num_tokens, self.top_k)
+        weights = weights.view(num_tasks, batch_size, num_tokens, self.top_k).to(expert_outputs.dtype)
+        mixed = torch.zeros(num_tasks, batch_size, num_tokens, hidden_size, dtype=expert_outputs.dtype, device=hidden_states.device)
+        batch_index = torch.arange(batch_size, device=indices.device)[None, :, None]
+        token_index = torch.arange(num_tokens, device=indices.device)[None, None, :]
+        for k in range(self.top_k):
+            mixed += weights[..., k, None] * expert_outputs[slot[indices[..., k]], batch_index, token_index]
+        return mixed
+
+
 def dispatch_to_experts(tokens, weights, indices, experts) -> torch.Tensor:
     """sum_k weights[n, k] * experts[indices[n, k]](tokens[n]) for every token n.
 
