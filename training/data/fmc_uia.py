@@ -1,0 +1,694 @@
+"""Reader for the FMC_UIA challenge layout: CSV index files + images/masks -> a `datasets.Dataset`.
+
+Layout (see the brief, section 3)::
+
+    <root>/csv_files/*.csv        rows of all tasks, any order; paths relative to csv_files/
+    <root>/Segmentation/... <root>/Classification/... <root>/Detection/... <root>/Regression/...
+
+or ``<root>/train/`` and ``<root>/val/`` (and optionally ``test/``), each such a layout: those are then the
+splits. Otherwise a seeded, per-task stratified split is drawn (see `load_fmc_uia`).
+
+Every row is checked when the data is loaded (image header read, mask read in full), because the public
+baseline silently swaps an unreadable image for the next row, and a trustworthy loader must not hide that:
+a problem either stops loading with a message naming the CSV file, its line and the field, or (with
+``on_error="skip"``) the row is dropped, counted per task and reported in the dataset's ``info``.
+
+The returned datasets store paths and labels in columns and decode lazily through a transform
+(`stored_column` reads a column without decoding anything); each example is a dict::
+
+    image         PIL.Image (8-bit PNG/JPG) or numpy uint16/uint8 array (16-bit PNG, DICOM)
+    task          task id
+    label         int (classification) or None
+    mask          (H, W) uint8 class indices (segmentation) or None
+    boxes         float32 (n, 4) x_min, y_min, x_max, y_max in pixels (detection) or None
+    class_labels  int64 (n,) (detection) or None
+    points        float32 (P, 2) x, y in pixels (regression) or None
+    bits_stored   significant bits of an array image (DICOM, 16-bit PNG), None for PIL images
+    source        "<csv file relative to root>:<line>", image_path, mask_path
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import math
+import os
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import datasets
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from modeling_m2dino.tasks import CSV_TASK_NAMES, FMC_UIA_TASKS, TaskSpec
+
+from .dicom import DICOM_EXTENSIONS, is_dicom_file, read_dicom, read_dicom_header, select_frames
+
+logger = logging.getLogger(__name__)
+
+SPLIT_NAMES = ("train", "val", "test")
+_SPLIT_ALIASES = {"validation": "val", "valid": "val"}
+# Cells pandas or spreadsheets write for "no value".
+_EMPTY_CELLS = {"", "nan", "none", "null"}
+_BOX_FIELDS = ("x_min", "y_min", "x_max", "y_max")
+# PIL modes holding more than 8 bits per sample: returned as uint16 arrays, not PIL images.
+_WIDE_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+_IMAGE_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"} | _WIDE_MODES
+_MAX_REPORTED_PROBLEMS = 50
+
+FEATURES = datasets.Features(
+    {
+        "image_path": datasets.Value("string"),
+        "mask_path": datasets.Value("string"),
+        "task": datasets.Value("string"),
+        "label": datasets.Value("int64"),
+        "boxes": datasets.List(datasets.List(datasets.Value("float64"))),
+        "class_labels": datasets.List(datasets.Value("int64")),
+        "points": datasets.List(datasets.List(datasets.Value("float64"))),
+        "bits_stored": datasets.Value("int32"),
+        "source": datasets.Value("string"),
+    }
+)
+
+
+class FMCUIADataError(ValueError):
+    """A problem in one CSV row. `csv_file`, `line` (header = 1), `field` and `problem` say where and what;
+    `more` counts the other rows with problems."""
+
+    def __init__(self, csv_file: str, line: int, field: str, problem: str, more: int = 0):
+        self.csv_file, self.line, self.field, self.problem, self.more = csv_file, line, field, problem, more
+        message = f"{csv_file}, line {line}, field '{field}': {problem}"
+        if more:
+            message += f" (and {more} more row(s) with problems; on_error='skip' drops and reports them)"
+        super().__init__(message)
+
+
+class _Problem(Exception):
+    """Raised inside row checks; turned into an FMCUIADataError with the row's file and line."""
+
+    def __init__(self, field: str, problem: str):
+        super().__init__(problem)
+        self.field, self.problem = field, problem
+
+
+@dataclass
+class _Row:
+    csv_file: str  # as shown in messages: the CSV path under the root the caller gave
+    source: str  # "<csv path relative to root>:<line>"
+    line: int
+    order: tuple  # (split index, file index, line): file/line order across the whole load
+    csv_dir: str
+    header: list
+    cells: dict
+    extra_cells: int = 0
+    split: str | None = None
+    # filled by _check_row
+    problem: _Problem | None = None
+    values: dict = field(default_factory=dict)
+
+    def cell(self, name: str, required: bool = True) -> str | None:
+        """A stripped cell value; None when empty. Missing columns and empty required cells are problems."""
+        if name not in self.cells:
+            if required:
+                raise _Problem(name, f"column '{name}' is missing from the CSV header")
+            return None
+        value = self.cells[name].strip()
+        if value.lower() in _EMPTY_CELLS:
+            if required:
+                raise _Problem(name, "empty")
+            return None
+        return value
+
+
+# ------------------------------------------------------------------------------------------------------
+# Checks shared with the datasets-folder reader
+
+
+def registry_by_id(registry=None) -> dict[str, TaskSpec]:
+    """Task id -> TaskSpec for a list of TaskSpec (default: the 27 FMC_UIA tasks); duplicate ids fail."""
+    specs = list(FMC_UIA_TASKS if registry is None else registry)
+    by_id: dict[str, TaskSpec] = {}
+    for spec in specs:
+        if not isinstance(spec, TaskSpec):
+            raise TypeError(f"registry entries must be TaskSpec, got {type(spec).__name__}")
+        if spec.id in by_id:
+            raise ValueError(f"registry lists task {spec.id!r} twice")
+        by_id[spec.id] = spec
+    return by_id
+
+
+def check_task_names(tasks, by_id: dict[str, TaskSpec]) -> set[str] | None:
+    """The requested task ids as a set (None = all); unknown names fail with the valid ones listed."""
+    if tasks is None:
+        return None
+    tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+    unknown = [name for name in tasks if name not in by_id]
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; valid task ids: {', '.join(by_id)}")
+    return set(tasks)
+
+
+def mask_problem(mask: np.ndarray, spec: TaskSpec, width: int, height: int) -> str | None:
+    """Why a mask does not fit its image and task, or None."""
+    if mask.shape != (height, width):
+        return f"mask is {mask.shape[1]}x{mask.shape[0]} (width x height) but its image is {width}x{height}"
+    top = int(mask.max()) if mask.size else 0
+    if top >= spec.num_classes:
+        return (
+            f"mask value {top} >= num_classes {spec.num_classes} of task '{spec.id}' "
+            f"(masks hold class indices 0..{spec.num_classes - 1})"
+        )
+    return None
+
+
+def box_problem(box, width: int, height: int) -> tuple[int, str] | None:
+    """(index of the offending coordinate, why) for a box that is empty or leaves the image, or None."""
+    x_min, y_min, x_max, y_max = box
+    if not all(math.isfinite(v) for v in box):
+        return next(i for i, v in enumerate(box) if not math.isfinite(v)), f"box {list(box)} is not finite"
+    if x_max <= x_min:
+        return 2, f"x_max {x_max} <= x_min {x_min}"
+    if y_max <= y_min:
+        return 3, f"y_max {y_max} <= y_min {y_min}"
+    limits = (width, height, width, height)
+    for index, (value, limit) in enumerate(zip(box, limits)):
+        if value < 0 or value > limit:
+            return index, f"box {list(box)} lies outside the {width}x{height} image (width x height)"
+    return None
+
+
+def point_problem(points, width: int, height: int) -> tuple[int, str] | None:
+    """(index of the first point outside the image, why), or None. Points are pixel coordinates, so a point
+    outside the image is a swapped or mis-scaled annotation, not something a head can predict."""
+    for index, (x, y) in enumerate(points):
+        if not (math.isfinite(x) and math.isfinite(y)) or not (0 <= x <= width and 0 <= y <= height):
+            return index, f"point [{x}, {y}] lies outside the {width}x{height} image (width x height)"
+    return None
+
+
+def class_problem(value: int, spec: TaskSpec) -> str | None:
+    if not 0 <= value < spec.num_classes:
+        return f"class {value} out of range for task '{spec.id}' ({spec.num_classes} classes: 0..{spec.num_classes - 1})"
+    return None
+
+
+def mask_to_array(image: Image.Image) -> np.ndarray:
+    """A decoded mask image as (H, W) uint8 class indices; ValueError if it is not a class-index mask.
+
+    Palette PNGs give their indices; RGB masks are accepted only when all three channels are equal
+    (a grayscale mask saved as RGB); anything else is refused rather than guessed at.
+    """
+    mode = image.mode
+    array = np.asarray(image)
+    if mode in ("RGB", "RGBA"):
+        if not (np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(array[..., 0], array[..., 2])):
+            raise ValueError(f"mask is a colour ({mode}) image; masks must be single-channel class indices")
+        array = array[..., 0]
+    elif array.ndim != 2:
+        raise ValueError(f"mask has mode {mode!r}; masks must be single-channel class indices")
+    if array.dtype != np.uint8:
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise ValueError(f"mask values {array.min()}..{array.max()} do not fit 8-bit class indices")
+        array = array.astype(np.uint8)
+    return np.ascontiguousarray(array)
+
+
+def read_mask(path: str) -> np.ndarray:
+    """Read a mask file as (H, W) uint8 class indices."""
+    with Image.open(path) as image:
+        image.load()
+        return mask_to_array(image)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Images
+
+
+def _is_dicom_name(path: str) -> bool:
+    return path.lower().endswith(DICOM_EXTENSIONS)
+
+
+def image_header(path: str, dicom_frame="middle") -> tuple[int, int, int | None]:
+    """(width, height, bits_stored or None) of an image or DICOM file, reading only its header."""
+    if not _is_dicom_name(path):
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+                mode = image.mode
+        except FileNotFoundError:
+            raise
+        except (UnidentifiedImageError, OSError) as error:
+            if not is_dicom_file(path):
+                raise ValueError(f"cannot read image {path}: {error}") from error
+        else:
+            if mode not in _IMAGE_MODES:
+                raise ValueError(f"image {path} has unsupported mode {mode!r}")
+            return width, height, (16 if mode in _WIDE_MODES else None)
+    header = read_dicom_header(path)
+    select_frames(header.num_frames, dicom_frame)  # a bad frame choice fails here, not mid-training
+    return header.columns, header.rows, header.bits_stored
+
+
+def decode_image(path: str, dicom_frame="middle"):
+    """(image, bits_stored): a PIL image for 8-bit files, a numpy array for 16-bit files and DICOM."""
+    if not _is_dicom_name(path):
+        try:
+            image = Image.open(path)
+            image.load()  # read now (and close the file) rather than leak a lazy handle into batches
+        except UnidentifiedImageError:
+            if not is_dicom_file(path):
+                raise
+        else:
+            if image.mode in _WIDE_MODES:
+                array = np.asarray(image)
+                if array.dtype != np.uint16:
+                    if array.size and (array.min() < 0 or array.max() > 65535):
+                        raise ValueError(f"image {path}: values outside 0..65535")
+                    array = array.astype(np.uint16)
+                return array, 16
+            return image, None
+    frame = read_dicom(path, frames=dicom_frame)[0]
+    return frame.array, frame.bits_stored
+
+
+class ExampleDecoder:
+    """The datasets transform: stored columns -> the example schema (images and masks read from disk).
+
+    A batch of a single column (``dataset.select_columns(["task"])``) comes back as stored. Note that
+    ``dataset["task"]`` on a transformed dataset decodes every row in `datasets` 4+: use
+    `stored_column(dataset, "task")` to read a column without touching any image.
+    """
+
+    def __init__(self, dicom_frame="middle"):
+        self.dicom_frame = dicom_frame
+
+    def __call__(self, batch: dict) -> dict:
+        if len(batch) == 1:
+            return batch
+        out = {}
+        if "image_path" in batch:
+            decoded = [decode_image(path, self.dicom_frame) for path in batch["image_path"]]
+            out["image"] = [image for image, _ in decoded]
+        for key in ("task", "label"):
+            if key in batch:
+                out[key] = batch[key]
+        if "mask_path" in batch:
+            out["mask"] = [read_mask(path) if path else None for path in batch["mask_path"]]
+        if "boxes" in batch:
+            out["boxes"] = [None if b is None else np.asarray(b, dtype=np.float32).reshape(-1, 4) for b in batch["boxes"]]
+        if "class_labels" in batch:
+            out["class_labels"] = [None if c is None else np.asarray(c, dtype=np.int64) for c in batch["class_labels"]]
+        if "points" in batch:
+            out["points"] = [None if p is None else np.asarray(p, dtype=np.float32).reshape(-1, 2) for p in batch["points"]]
+        if "image_path" in batch:
+            out["bits_stored"] = [bits for _, bits in decoded]  # what was decoded, not what the header said
+        elif "bits_stored" in batch:
+            out["bits_stored"] = batch["bits_stored"]
+        for key in ("source", "image_path", "mask_path"):
+            if key in batch:
+                out[key] = batch[key]
+        return out
+
+
+# ------------------------------------------------------------------------------------------------------
+# Reading the CSV files
+
+
+def _find_layouts(root: str) -> dict[str | None, str]:
+    """{split: folder} for train/val(/test) subfolders, or {None: root} for a single layout."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"FMC_UIA root {root!r} is not a folder")
+    subsplits = {name: os.path.join(root, name) for name in SPLIT_NAMES if os.path.isdir(os.path.join(root, name, "csv_files"))}
+    if "train" in subsplits and "val" in subsplits:
+        return subsplits
+    if os.path.isdir(os.path.join(root, "csv_files")):
+        return {None: root}
+    raise FileNotFoundError(
+        f"{root!r} is not an FMC_UIA layout: expected {os.path.join(root, 'csv_files')}/*.csv, "
+        f"or train/csv_files/ and val/csv_files/ under it"
+    )
+
+
+def _read_rows(root: str, folder: str, split_index: int) -> list[_Row]:
+    csv_dir = os.path.join(folder, "csv_files")
+    names = sorted(name for name in os.listdir(csv_dir) if name.lower().endswith(".csv"))
+    if not names:
+        raise FileNotFoundError(f"no .csv files in {csv_dir}")
+    rows = []
+    for file_index, name in enumerate(names):
+        path = os.path.join(csv_dir, name)
+        relative = os.path.relpath(path, root).replace(os.sep, "/")
+        # utf-8-sig: spreadsheet exports often start with a byte-order mark that would rename the first column
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            header = [column.strip() for column in next(reader, [])]
+            duplicates = [column for column, count in Counter(header).items() if count > 1]
+            if duplicates:
+                raise FMCUIADataError(path, 1, duplicates[0], "column appears more than once in the header")
+            while True:
+                line = reader.line_num + 1  # where the next record starts (a quoted cell may span lines)
+                cells = next(reader, None)
+                if cells is None:
+                    break
+                if not any(cell.strip() for cell in cells):
+                    continue
+                rows.append(
+                    _Row(
+                        csv_file=path,
+                        source=f"{relative}:{line}",
+                        line=line,
+                        order=(split_index, file_index, line),
+                        csv_dir=csv_dir,
+                        header=header,
+                        cells=dict(zip(header, cells)),
+                        extra_cells=max(0, len(cells) - len(header)),
+                    )
+                )
+    return rows
+
+
+def _task_id(row: _Row) -> str:
+    return row.cells.get("task_id", "").strip()
+
+
+# ------------------------------------------------------------------------------------------------------
+# The seeded split
+
+
+def _rank(seed: int, task: str, row: _Row) -> str:
+    """A seeded pseudo-random rank from the row's own content: the lowest ranks of a class go to
+    validation, so adding, removing or reordering other rows barely changes who is where."""
+    key = f"{seed}\0{task}\0{row.cells.get('image_path', '').strip()}\0{row.cells.get('mask_path', '').strip()}"
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def _assign_splits(rows: list[_Row], by_id: dict[str, TaskSpec], val_fraction: float, seed: int) -> dict:
+    """Give every row a split, per task and (for classification) per class; returns per-task counts.
+
+    Runs over ALL rows, valid or not, before anything is skipped, so skipping bad rows never moves a good
+    row; it depends only on the rows' tasks, classes and paths, so filtering tasks or reordering and
+    re-splitting the CSV files changes nothing either.
+    """
+    strata: dict[str, dict[str, list[_Row]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        task = _task_id(row)
+        spec = by_id.get(task)
+        stratum = row.cells.get("mask", "").strip() if spec is not None and spec.type == "classification" else ""
+        strata[task][stratum].append(row)
+    counts = {}
+    for task in sorted(strata):
+        classes = strata[task]
+        total = sum(len(members) for members in classes.values())
+        n_val = round(total * val_fraction)
+        if val_fraction > 0 and total >= 2:
+            n_val = min(max(n_val, 1), total - 1)  # both splits see every task that has two rows
+        # Largest-remainder apportionment keeps each class's share of the validation rows proportional.
+        keys = sorted(classes)
+        exact = {key: len(classes[key]) * n_val / total for key in keys}
+        quota = {key: math.floor(exact[key]) for key in keys}
+        for key in sorted(keys, key=lambda k: (-(exact[k] - quota[k]), k))[: n_val - sum(quota.values())]:
+            quota[key] += 1
+        for key in keys:
+            members = sorted(classes[key], key=lambda row: (_rank(seed, task, row), row.source))
+            for position, row in enumerate(members):
+                row.split = "val" if position < quota[key] else "train"
+        counts[task] = {"train": total - n_val, "val": n_val}
+    return counts
+
+
+# ------------------------------------------------------------------------------------------------------
+# Checking one row
+
+
+def _resolve(csv_dir: str, value: str) -> str:
+    if os.sep == "/":
+        value = value.replace("\\", "/")  # CSVs written on Windows
+    return os.path.normpath(os.path.join(csv_dir, value))
+
+
+def _parse_number(row: _Row, name: str) -> float:
+    text = row.cell(name)
+    try:
+        value = float(text)
+    except ValueError:
+        raise _Problem(name, f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise _Problem(name, f"{text!r} is not a finite number")
+    return value
+
+
+def _parse_class(row: _Row, name: str, spec: TaskSpec) -> int:
+    text = row.cell(name)
+    try:
+        number = float(text)
+    except ValueError:
+        raise _Problem(name, f"class {text!r} is not an integer") from None
+    if not number.is_integer():  # pandas writes integer columns with NaNs as "1.0"; 1.5 is no class
+        raise _Problem(name, f"class {text!r} is not an integer")
+    problem = class_problem(int(number), spec)
+    if problem:
+        raise _Problem(name, problem)
+    return int(number)
+
+
+def _parse_point(row: _Row, name: str) -> list[float]:
+    text = row.cell(name)
+    try:
+        value = json.loads(text.replace("(", "[").replace(")", "]"))
+        point = [float(value[0]), float(value[1])]
+        if len(value) != 2:
+            raise ValueError
+    except (ValueError, TypeError, IndexError, KeyError):
+        raise _Problem(name, f"{text!r} is not a point [x, y]") from None
+    return point
+
+
+def _parse_labels(row: _Row, spec: TaskSpec) -> dict:
+    """Label fields from the CSV cells alone (no file is opened)."""
+    values = {"label": None, "mask_path": None, "boxes": None, "class_labels": None, "points": None}
+    if spec.type == "classification":
+        values["label"] = _parse_class(row, "mask", spec)
+    elif spec.type == "segmentation":
+        values["mask_path"] = _resolve(row.csv_dir, row.cell("mask_path"))
+    elif spec.type == "detection":
+        box = [_parse_number(row, name) for name in _BOX_FIELDS]
+        if box[2] <= box[0]:
+            raise _Problem("x_max", f"x_max {box[2]} <= x_min {box[0]}")
+        if box[3] <= box[1]:
+            raise _Problem("y_max", f"y_max {box[3]} <= y_min {box[1]}")
+        values["boxes"] = [box]
+        # The challenge has one box of class 0; a lab's multi-class detection task puts the class in `mask`.
+        values["class_labels"] = [_parse_class(row, "mask", spec) if spec.num_classes > 1 else 0]
+    else:
+        count = row.cell("num_classes", required=False)
+        if count is not None:
+            try:
+                count_value = float(count)
+            except ValueError:
+                raise _Problem("num_classes", f"{count!r} is not a point count") from None
+            if count_value != spec.num_points:
+                raise _Problem(
+                    "num_classes", f"row says {count} points but task '{spec.id}' has {spec.num_points} in the registry"
+                )
+        values["points"] = [_parse_point(row, f"point_{k}_xy") for k in range(1, spec.num_points + 1)]
+        extra = f"point_{spec.num_points + 1}_xy"
+        if row.cell(extra, required=False) is not None:
+            raise _Problem(extra, f"task '{spec.id}' has {spec.num_points} points but this cell holds another one")
+    return values
+
+
+def _check_row(row: _Row, by_id: dict[str, TaskSpec], dicom_frame) -> _Row:
+    """Parse and check one row, reading its image header and mask; records `values` or `problem`."""
+    try:
+        if row.extra_cells:
+            raise _Problem("row", f"{row.extra_cells} more cell(s) than the header has columns (an unquoted comma?)")
+        task = row.cell("task_id")
+        spec = by_id.get(task)
+        if spec is None:
+            raise _Problem("task_id", f"unknown task_id {task!r}; valid task ids: {', '.join(by_id)}")
+        if "task_name" in row.cells:  # redundant with the registry, so it must agree when present
+            name = row.cell("task_name")
+            if name.lower() != spec.type:
+                raise _Problem(
+                    "task_name",
+                    f"{name!r} disagrees with the registry: task '{task}' is a {spec.type} task "
+                    f"(written {CSV_TASK_NAMES[spec.type]!r})",
+                )
+        image_path = _resolve(row.csv_dir, row.cell("image_path"))
+        values = _parse_labels(row, spec)
+        try:
+            width, height, bits = image_header(image_path, dicom_frame)
+        except FileNotFoundError:
+            raise _Problem("image_path", f"image file not found: {image_path}") from None
+        except (ValueError, OSError, ImportError) as error:
+            raise _Problem("image_path", str(error)) from None
+        if values["mask_path"] is not None:
+            try:
+                mask = read_mask(values["mask_path"])
+            except FileNotFoundError:
+                raise _Problem("mask_path", f"mask file not found: {values['mask_path']}") from None
+            except (ValueError, OSError) as error:
+                raise _Problem("mask_path", f"cannot read mask {values['mask_path']}: {error}") from None
+            problem = mask_problem(mask, spec, width, height)
+            if problem:
+                raise _Problem("mask_path", problem)
+        if values["boxes"] is not None:
+            found = box_problem(values["boxes"][0], width, height)
+            if found:
+                raise _Problem(_BOX_FIELDS[found[0]], found[1])
+        if values["points"] is not None:
+            found = point_problem(values["points"], width, height)
+            if found:
+                raise _Problem(f"point_{found[0] + 1}_xy", found[1])
+        row.values = dict(values, task=task, image_path=image_path, bits_stored=bits, source=row.source)
+    except _Problem as problem:
+        row.problem = problem
+    return row
+
+
+def _check_rows(rows: list[_Row], by_id, dicom_frame, num_workers) -> list[_Row]:
+    workers = num_workers if num_workers is not None else (os.cpu_count() or 1)
+    if workers <= 1 or len(rows) < 2:
+        return [_check_row(row, by_id, dicom_frame) for row in rows]
+    # Threads suffice: image decoding (PIL/zlib) releases the GIL, and rows share nothing.
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda row: _check_row(row, by_id, dicom_frame), rows))
+
+
+def _error(row: _Row, more: int = 0) -> FMCUIADataError:
+    return FMCUIADataError(row.csv_file, row.line, row.problem.field, row.problem.problem, more)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Public entry points
+
+
+def stored_column(dataset: datasets.Dataset, name: str) -> list:
+    """A column as stored (paths, not images), without running the decoding transform."""
+    return dataset.with_format(None)[name][:] if len(dataset) else []
+
+
+def load_report(dataset) -> dict:
+    """The loading report a loader stored in ``dataset.info.description`` (JSON) as a dict."""
+    return json.loads(dataset.info.description or "{}")
+
+
+def _build_dataset(rows: list[_Row], split: str, report: dict, dicom_frame) -> datasets.Dataset:
+    columns = {name: [row.values[name] for row in rows] for name in FEATURES}
+    info = datasets.DatasetInfo(description=json.dumps(dict(report, split_name=split), sort_keys=True), features=FEATURES)
+    dataset = datasets.Dataset.from_dict(columns, features=FEATURES, info=info, split=datasets.NamedSplit(split))
+    return dataset.with_transform(ExampleDecoder(dicom_frame))
+
+
+def load_fmc_uia(
+    root,
+    split: str | None = None,
+    tasks=None,
+    on_error: str = "raise",
+    registry=None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    num_workers: int | None = None,
+    dicom_frame="middle",
+):
+    """Load the FMC_UIA challenge layout under `root`, checking every row.
+
+    Args:
+        root: the folder holding ``csv_files/`` (or ``train/`` and ``val/`` folders that each do).
+        split: None for a `datasets.DatasetDict` of all splits, or "train" / "val" ("validation" works
+            too) / "test" for that `datasets.Dataset`.
+        tasks: task ids to keep (None: every task present). Rows of other tasks are ignored unchecked.
+        on_error: "raise" stops at the first problem in file/line order (the message counts the rest);
+            "skip" drops bad rows, logs a warning and records per-task counts in the report.
+        registry: list of `TaskSpec` (default: the 27 FMC_UIA tasks), so labs can add tasks.
+        val_fraction, seed: without train/ and val/ folders, each task's rows are split by a seeded draw,
+            stratified by class for classification, with at least one row per split for any task that
+            has two. The draw covers every CSV row before any is skipped and depends only on each row's
+            task, class and paths, so it is stable under skipping, task filtering and CSV reordering.
+        num_workers: threads for checking rows (default: the CPU count; 0 or 1 checks in this thread).
+        dicom_frame: which frame a multi-frame DICOM row yields ("middle" by default, or an int); each
+            DICOM row is one example.
+
+    Returns a Dataset / DatasetDict whose examples follow the schema in this module's docstring. Nothing is
+    written into `root`. The loading report (split parameters and counts, rows kept, rows skipped per
+    task, the first problems) is JSON in ``dataset.info.description``; `load_report(dataset)` parses it.
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    by_id = registry_by_id(registry)
+    wanted = check_task_names(tasks, by_id)
+    root = os.fspath(root)
+    layouts = _find_layouts(root)
+    folder_splits = None not in layouts
+    available = list(layouts) if folder_splits else ["train", "val"]
+    if split is not None:
+        split = _SPLIT_ALIASES.get(split, split)
+        if split not in available:
+            raise ValueError(f"unknown split {split!r}; this dataset has: {', '.join(available)}")
+
+    split_config = None
+    if folder_splits:
+        rows = []
+        for index, name in enumerate(layouts):
+            if split is None or split == name:
+                part = _read_rows(root, layouts[name], index)
+                for row in part:
+                    row.split = name
+                rows += part
+    else:
+        rows = _read_rows(root, root, 0)
+        counts = _assign_splits(rows, by_id, val_fraction, seed)
+        split_config = {
+            "seed": seed,
+            "val_fraction": val_fraction,
+            "method": "per task, stratified by class for classification, over all CSV rows before skipping",
+            "counts": counts,
+        }
+
+    if wanted is not None:
+        ignored_unknown = sum(1 for row in rows if _task_id(row) not in by_id)
+        if ignored_unknown:
+            logger.warning("FMC_UIA %s: ignored %d row(s) whose task_id is not in the registry", root, ignored_unknown)
+        rows = [row for row in rows if _task_id(row) in wanted]
+    if split is not None:
+        rows = [row for row in rows if row.split == split]
+
+    rows = _check_rows(rows, by_id, dicom_frame, num_workers)
+    bad = sorted((row for row in rows if row.problem is not None), key=lambda row: row.order)
+    if bad and on_error == "raise":
+        raise _error(bad[0], more=len(bad) - 1)
+
+    splits = [split] if split is not None else available
+    kept = {name: [row for row in rows if row.problem is None and row.split == name] for name in splits}
+    skipped = {name: dict(sorted(Counter(_task_id(row) for row in bad if row.split == name).items())) for name in splits}
+    report = {
+        "loader": "fmc_uia",
+        "root": os.path.abspath(root),
+        "split_source": "folders" if folder_splits else "seeded",
+        "split_config": split_config,
+        "dicom_frame": dicom_frame,
+        "tasks": sorted(wanted) if wanted is not None else None,
+        "rows": {name: dict(sorted(Counter(row.values["task"] for row in kept[name]).items())) for name in splits},
+        "skipped": skipped,
+        "num_skipped": len(bad),
+        "problems": [str(_error(row)) for row in bad[:_MAX_REPORTED_PROBLEMS]],
+    }
+    if bad:
+        per_task = Counter(_task_id(row) for row in bad)
+        logger.warning(
+            "FMC_UIA %s: skipped %d row(s) with problems (per task: %s); first: %s",
+            root, len(bad), dict(sorted(per_task.items())), report["problems"][0],
+        )  # fmt: skip
+    if wanted is not None:
+        for name in splits:
+            missing = sorted(wanted - set(report["rows"][name]))
+            if missing:
+                logger.warning("FMC_UIA %s: split %r has no rows for task(s) %s", root, name, missing)
+
+    built = {name: _build_dataset(kept[name], name, report, dicom_frame) for name in splits}
+    return built[split] if split is not None else datasets.DatasetDict(built)

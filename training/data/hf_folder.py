@@ -1,0 +1,387 @@
+"""Reader for `datasets` folders (written with ``save_to_disk``) in the project's example schema, and
+`load_data`, which picks the right reader for a folder.
+
+A folder holds a Dataset or a DatasetDict with the columns ``image`` (a `datasets.Image`, an array, or a
+file path), ``task``, and as the tasks need them ``label``, ``mask`` (a `datasets.Image`, an array or a
+path), ``boxes``, ``class_labels``, ``points`` (optional ``bits_stored``, ``source``). Rows are checked
+the same way as challenge CSV rows, with the row index and the field in each message; the result is the
+same kind of object `load_fmc_uia` returns, with examples in the same schema.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import datasets
+import numpy as np
+from PIL import Image
+
+from .fmc_uia import (
+    _IMAGE_MODES,
+    _WIDE_MODES,
+    box_problem,
+    check_task_names,
+    class_problem,
+    decode_image,
+    image_header,
+    load_fmc_uia,
+    mask_problem,
+    mask_to_array,
+    point_problem,
+    read_mask,
+    registry_by_id,
+    stored_column,
+)
+
+logger = logging.getLogger(__name__)
+
+_SPLIT_ALIASES = {"val": ("validation", "valid"), "validation": ("val", "valid")}
+_CHUNK = 64
+_MAX_REPORTED_PROBLEMS = 50
+
+
+class HFFolderDataError(ValueError):
+    """A problem in one row of a datasets folder: `path`, `split`, `row` (0-based index), `field`."""
+
+    def __init__(self, path: str, split: str, row: int, field: str, problem: str, more: int = 0):
+        self.path, self.split, self.row, self.field, self.problem, self.more = path, split, row, field, problem, more
+        message = f"{path} [split '{split}'], row {row}, field '{field}': {problem}"
+        if more:
+            message += f" (and {more} more row(s) with problems; on_error='skip' drops and reports them)"
+        super().__init__(message)
+
+
+class _Problem(Exception):
+    def __init__(self, field: str, problem: str):
+        super().__init__(problem)
+        self.field, self.problem = field, problem
+
+
+# ------------------------------------------------------------------------------------------------------
+# Reading stored values
+
+
+def _open_stored_image(value):
+    """A PIL image from an undecoded `datasets.Image` value ({"bytes", "path"})."""
+    if value.get("bytes") is not None:
+        return Image.open(io.BytesIO(value["bytes"]))
+    return Image.open(value["path"])
+
+
+def _image_size(value, field: str) -> tuple[int, int]:
+    """(width, height) of a stored image value: an undecoded Image dict, an array, or a file path."""
+    try:
+        if isinstance(value, dict):
+            with _open_stored_image(value) as image:
+                if image.mode not in _IMAGE_MODES:
+                    raise ValueError(f"unsupported image mode {image.mode!r}")
+                return image.size
+        if isinstance(value, str):
+            width, height, _ = image_header(value)
+            return width, height
+        array = np.asarray(value)
+        if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3)):
+            raise ValueError(f"array of shape {array.shape} is not an (H, W) or (H, W, 3) image")
+        return array.shape[1], array.shape[0]
+    except FileNotFoundError as error:
+        raise _Problem(field, f"file not found: {error.filename or value}") from None
+    except (ValueError, OSError, ImportError) as error:
+        raise _Problem(field, f"cannot read image: {error}") from None
+
+
+def _stored_mask(value) -> np.ndarray:
+    """A stored mask value (undecoded Image dict, path, decoded PIL image or array) as (H, W) uint8."""
+    if isinstance(value, dict):
+        with _open_stored_image(value) as image:
+            image.load()
+            return mask_to_array(image)
+    if isinstance(value, str):
+        return read_mask(value)
+    if isinstance(value, Image.Image):
+        return mask_to_array(value)
+    array = np.asarray(value)
+    if array.ndim != 2:
+        raise ValueError(f"mask array has shape {array.shape}; masks are (H, W) class indices")
+    if array.size and (array.min() < 0 or array.max() > 255):
+        raise ValueError(f"mask values {array.min()}..{array.max()} do not fit 8-bit class indices")
+    return array.astype(np.uint8)
+
+
+def _matrix(value, columns: int, field: str) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise _Problem(field, f"{value!r} is not a list of numbers") from None
+    if array.ndim != 2 or array.shape[1] != columns:
+        raise _Problem(field, f"expected shape (n, {columns}), got {array.shape}")
+    if not np.isfinite(array).all():
+        raise _Problem(field, "holds a non-finite number")
+    return array
+
+
+# ------------------------------------------------------------------------------------------------------
+# Checking rows
+
+
+def _check_row(row: dict, by_id) -> None:
+    """Raise _Problem for the first problem in one row (stored values, images undecoded)."""
+    task = row.get("task")
+    spec = by_id.get(task)
+    if spec is None:
+        raise _Problem("task", f"unknown task {task!r}; valid task ids: {', '.join(by_id)}")
+
+    def value(name):
+        if name not in row:
+            raise _Problem(name, f"column '{name}' is missing and task '{task}' ({spec.type}) needs it")
+        if row[name] is None:
+            raise _Problem(name, f"empty, but task '{task}' ({spec.type}) needs it")
+        return row[name]
+
+    # Fields of other task types must be empty: a filled one means rows or columns were mixed up.
+    own = {"classification": {"label"}, "segmentation": {"mask"}, "detection": {"boxes", "class_labels"},
+           "regression": {"points"}}[spec.type]  # fmt: skip
+    for name in ("label", "mask", "boxes", "class_labels", "points"):
+        if name not in own and row.get(name) is not None:
+            raise _Problem(name, f"must be empty for a {spec.type} task ('{task}')")
+
+    if spec.type == "classification":
+        label = value("label")
+        if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
+            raise _Problem("label", f"{label!r} is not an integer class")
+        problem = class_problem(int(label), spec)
+        if problem:
+            raise _Problem("label", problem)
+        _image_size(value("image"), "image")  # readable?
+        return
+    width, height = _image_size(value("image"), "image")
+    if spec.type == "segmentation":
+        try:
+            mask = _stored_mask(value("mask"))
+        except FileNotFoundError as error:
+            raise _Problem("mask", f"file not found: {error.filename}") from None
+        except (ValueError, OSError) as error:
+            raise _Problem("mask", f"cannot read mask: {error}") from None
+        problem = mask_problem(mask, spec, width, height)
+        if problem:
+            raise _Problem("mask", problem)
+    elif spec.type == "detection":
+        boxes = _matrix(value("boxes"), 4, "boxes")
+        if len(boxes) == 0:
+            raise _Problem("boxes", "no box")
+        for box in boxes:
+            found = box_problem([float(v) for v in box], width, height)
+            if found:
+                raise _Problem("boxes", found[1])
+        labels = list(value("class_labels"))
+        if len(labels) != len(boxes):
+            raise _Problem("class_labels", f"{len(labels)} class labels for {len(boxes)} boxes")
+        for label in labels:
+            if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
+                raise _Problem("class_labels", f"{label!r} is not an integer class")
+            problem = class_problem(int(label), spec)
+            if problem:
+                raise _Problem("class_labels", problem)
+    else:
+        points = _matrix(value("points"), 2, "points")
+        if len(points) != spec.num_points:
+            raise _Problem("points", f"{len(points)} points, but task '{task}' has {spec.num_points}")
+        found = point_problem([(float(x), float(y)) for x, y in points], width, height)
+        if found:
+            raise _Problem("points", f"point {found[0]}: {found[1]}")
+
+
+def _check_split(raw: datasets.Dataset, indices: list[int], by_id, num_workers) -> list[tuple[int, _Problem]]:
+    """(row index, problem) for every bad row among `indices`, in index order."""
+    columns = raw.column_names
+
+    def check_chunk(chunk):
+        batch = raw[chunk[0] : chunk[-1] + 1] if chunk == list(range(chunk[0], chunk[-1] + 1)) else raw.select(chunk)[:]
+        found = []
+        for offset, index in enumerate(chunk):
+            row = {name: batch[name][offset] for name in columns}
+            try:
+                _check_row(row, by_id)
+            except _Problem as problem:
+                found.append((index, problem))
+        return found
+
+    chunks = [indices[i : i + _CHUNK] for i in range(0, len(indices), _CHUNK)]
+    workers = num_workers if num_workers is not None else (os.cpu_count() or 1)
+    if workers <= 1 or len(chunks) < 2:
+        results = [check_chunk(chunk) for chunk in chunks]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(check_chunk, chunks))
+    return [item for found in results for item in found]
+
+
+def _undecoded(dataset: datasets.Dataset) -> datasets.Dataset:
+    """The dataset with Image columns left as bytes/paths, so checking reads headers, not pixels."""
+    for name in ("image", "mask"):
+        if name in dataset.features and isinstance(dataset.features[name], datasets.Image):
+            dataset = dataset.cast_column(name, datasets.Image(decode=False))
+    return dataset
+
+
+# ------------------------------------------------------------------------------------------------------
+# Decoding into the example schema
+
+
+class StoredExampleDecoder:
+    """The datasets transform for folder data: stored values -> the example schema (a one-column batch,
+    i.e. a column access, is returned as stored)."""
+
+    def __call__(self, batch: dict) -> dict:
+        if len(batch) == 1:
+            return batch
+        out = {}
+        if "image" in batch:
+            decoded = [self._image(image, bits) for image, bits in zip(batch["image"], batch.get("bits_stored") or [None] * len(batch["image"]))]
+            out["image"] = [image for image, _ in decoded]
+        for key in ("task", "label"):
+            if key in batch:
+                out[key] = batch[key]
+        if "mask" in batch:
+            out["mask"] = [None if m is None else _stored_mask(m) for m in batch["mask"]]
+        if "boxes" in batch:
+            out["boxes"] = [None if b is None else np.asarray(b, dtype=np.float32).reshape(-1, 4) for b in batch["boxes"]]
+        if "class_labels" in batch:
+            out["class_labels"] = [None if c is None else np.asarray(c, dtype=np.int64) for c in batch["class_labels"]]
+        if "points" in batch:
+            out["points"] = [None if p is None else np.asarray(p, dtype=np.float32).reshape(-1, 2) for p in batch["points"]]
+        if "image" in batch:
+            out["bits_stored"] = [bits for _, bits in decoded]
+        elif "bits_stored" in batch:
+            out["bits_stored"] = batch["bits_stored"]
+        for key in ("source",):
+            if key in batch:
+                out[key] = batch[key]
+        return out
+
+    @staticmethod
+    def _image(value, bits):
+        if isinstance(value, str):
+            return decode_image(value)
+        if isinstance(value, Image.Image):
+            if value.mode in _WIDE_MODES:
+                return np.asarray(value).astype(np.uint16), bits or 16
+            return value, None
+        array = np.asarray(value)
+        if array.dtype.kind in "iu" and array.dtype != np.uint8:
+            array = array.astype(np.uint16)  # stored as int64 lists by some writers; values were checked
+        elif array.dtype.kind not in "iu":
+            raise ValueError(f"image array of dtype {array.dtype}: expected uint8 or uint16 samples")
+        return array, bits or (8 if array.dtype == np.uint8 else 16)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Public entry points
+
+
+def _pick_split(available: list[str], split: str) -> str:
+    if split in available:
+        return split
+    for alias in _SPLIT_ALIASES.get(split, ()):
+        if alias in available:
+            return alias
+    raise ValueError(f"unknown split {split!r}; this dataset has: {', '.join(available)}")
+
+
+def load_hf_folder(path, split: str | None = None, tasks=None, registry=None, on_error: str = "raise", num_workers=None):
+    """Load a `datasets` folder written with ``save_to_disk`` in the example schema, checking every row.
+
+    `split`, `tasks`, `registry`, `on_error` and `num_workers` behave as in `load_fmc_uia`: None gives a
+    DatasetDict (a folder holding one Dataset becomes a dict with that dataset under its split name, or
+    "train"), a name gives that Dataset. Errors are `HFFolderDataError` naming the folder, split, row
+    index and field. The loading report is JSON in ``dataset.info.description`` (any description the
+    folder had is kept under "original_description").
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    by_id = registry_by_id(registry)
+    wanted = check_task_names(tasks, by_id)
+    path = os.fspath(path)
+    loaded = datasets.load_from_disk(path)
+    if isinstance(loaded, datasets.DatasetDict):
+        parts = dict(loaded)
+    else:
+        parts = {str(loaded.split) if loaded.split is not None else "train": loaded}
+    if split is not None:
+        if isinstance(loaded, datasets.DatasetDict):
+            name = _pick_split(list(parts), split)
+            parts = {name: parts[name]}
+        else:  # the folder is one split: take it under the name asked for
+            parts = {split: next(iter(parts.values()))}
+
+    selected, bad = {}, []
+    for name, dataset in parts.items():
+        for column in ("image", "task"):
+            if column not in dataset.column_names:
+                raise HFFolderDataError(path, name, 0, column, f"column '{column}' is missing; columns: {dataset.column_names}")
+        task_column = stored_column(dataset, "task")
+        indices = [i for i, task in enumerate(task_column) if wanted is None or task in wanted]
+        problems = _check_split(_undecoded(dataset.with_format(None)), indices, by_id, num_workers)
+        bad += [(name, index, problem, task_column[index]) for index, problem in problems]
+        failed = {index for index, _ in problems}
+        selected[name] = [i for i in indices if i not in failed]
+
+    def error(item, more=0):
+        name, index, problem, _ = item
+        return HFFolderDataError(path, name, index, problem.field, problem.problem, more)
+
+    if bad and on_error == "raise":
+        raise error(bad[0], more=len(bad) - 1)
+
+    report_base = {
+        "loader": "hf_folder",
+        "path": os.path.abspath(path),
+        "tasks": sorted(wanted) if wanted is not None else None,
+        "skipped": {name: dict(sorted(Counter(task for n, _, _, task in bad if n == name).items())) for name in parts},
+        "num_skipped": len(bad),
+        "problems": [str(error(item)) for item in bad[:_MAX_REPORTED_PROBLEMS]],
+    }
+    if bad:
+        logger.warning("datasets folder %s: skipped %d row(s) with problems; first: %s", path, len(bad), report_base["problems"][0])
+    rows = {}
+    built = {}
+    for name, dataset in parts.items():
+        keep = selected[name]
+        if len(keep) != len(dataset):
+            dataset = dataset.select(keep)
+        rows[name] = dict(sorted(Counter(stored_column(dataset, "task")).items()))
+        built[name] = dataset
+    report_base["rows"] = rows
+    for name, dataset in list(built.items()):
+        original = dataset.info.description
+        dataset = dataset.with_transform(StoredExampleDecoder())
+        report = dict(report_base, split_name=name, original_description=original or None)
+        dataset.info.description = json.dumps(report, sort_keys=True)
+        built[name] = dataset
+    return built[next(iter(built))] if split is not None else datasets.DatasetDict(built)
+
+
+def load_data(path_or_name, split: str | None = None, tasks=None, registry=None, on_error: str = "raise", **kwargs):
+    """Load a challenge layout or a `datasets` folder, whichever `path_or_name` is.
+
+    A folder with ``csv_files/`` or ``train/csv_files/`` goes to `load_fmc_uia` (extra keyword arguments
+    such as `val_fraction`, `seed`, `dicom_frame` go with it); a folder with ``dataset_dict.json`` or
+    ``dataset_info.json``/``state.json`` goes to `load_hf_folder`. Hub dataset names are not fetched.
+    """
+    path = os.fspath(path_or_name)
+    common = dict(split=split, tasks=tasks, registry=registry, on_error=on_error)
+    if os.path.isdir(path):
+        if os.path.isdir(os.path.join(path, "csv_files")) or os.path.isdir(os.path.join(path, "train", "csv_files")):
+            return load_fmc_uia(path, **common, **kwargs)
+        if any(os.path.isfile(os.path.join(path, name)) for name in ("dataset_dict.json", "dataset_info.json", "state.json")):
+            return load_hf_folder(path, **common, **kwargs)
+    where = "a folder" if os.path.isdir(path) else ("a file" if os.path.exists(path) else "not found")
+    raise ValueError(
+        f"cannot load {path!r} ({where}): expected a challenge layout (csv_files/*.csv or train/csv_files/ and "
+        f"val/csv_files/) or a datasets folder written by save_to_disk (dataset_dict.json, or dataset_info.json "
+        f"and state.json); hub dataset names are not downloaded"
+    )
