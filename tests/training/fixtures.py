@@ -139,7 +139,12 @@ def write_challenge_layout(root, seed=0, with_dicom=True):
             image_rel = f"Segmentation/{folder}/{task}/img_{i}.png"
             mask_rel = f"Segmentation/{folder}/{task}/mask_{i}.png"
             _save_png(root, image_rel, image)
-            _save_png(root, mask_rel, mask)
+            if rgb:  # masks saved as palette PNGs (index = class, colours for viewing), as many tools do
+                palette_mask = Image.frombytes("P", (w, h), mask.tobytes())
+                palette_mask.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255])
+                palette_mask.save(os.path.join(root, mask_rel))
+            else:
+                _save_png(root, mask_rel, mask)
             add(
                 {"image_path": f"../{image_rel}", "mask_path": f"../{mask_rel}", "task_id": task,
                  "task_name": "segmentation"},

@@ -247,6 +247,13 @@ def _write_file(relative, writer):
 
 
 _BAD_MASK_VALUE = np.full((20, 30), 4, dtype=np.uint8)
+
+
+def _dicom_cine(path):
+    """A 3-frame DICOM written under a .png name: found by content; the test asks for frame 7."""
+    from fixtures import write_dicom
+
+    write_dicom(path, np.zeros((3, 20, 30), dtype=np.uint8), "MONOCHROME2")
 BAD_CASES = {
     "missing image": (0, _set(image_path="../Segmentation/Four/nope.png"), "image_path", "image file not found"),
     "unreadable image": (1, _write_file("Classification/a.png", lambda p: open(p, "wb").write(b"not a png")),
@@ -275,6 +282,10 @@ BAD_CASES = {
     "point with one value": (3, _set(point_3_xy="[4]"), "point_3_xy", "is not a point"),
     "point outside image": (3, _set(point_3_xy="[31, 2]"), "point_3_xy", "point [31.0, 2.0] lies outside the 30x20 image"),
     "point count disagrees": (3, _set(num_classes="2"), "num_classes", "row says 2 points but task 'IUGC' has 3"),
+    "extra point": (3, _set(task_id="FUGC", num_classes="2"), "point_3_xy",
+                    "task 'FUGC' has 2 points but this cell holds another one"),
+    "bad dicom frame": (1, _write_file("Classification/a.png", lambda p: _dicom_cine(p)), "image_path",
+                        "frame 7 out of range: the file has 3 frame(s)"),
     "class empty": (1, _set(mask=""), "mask", "empty"),
     "class nan": (1, _set(mask="nan"), "mask", "empty"),
     "class unparseable": (1, _set(mask="benign"), "mask", "class 'benign' is not an integer"),
@@ -289,7 +300,7 @@ def test_bad_row_is_named_by_file_line_and_field(tmp_path, case):
     row_index, change, field, fragment = BAD_CASES[case]
     csv_path, line = _write_bad(str(tmp_path), row_index, change)
     with pytest.raises(FMCUIADataError) as caught:
-        load_fmc_uia(str(tmp_path), num_workers=1)
+        load_fmc_uia(str(tmp_path), num_workers=1, dicom_frame=7 if case == "bad dicom frame" else "middle")
     message = str(caught.value)
     assert message.startswith(f"{csv_path}, line {line}, field '{field}': "), message
     assert fragment in message, message
@@ -309,6 +320,49 @@ def test_missing_class_column(tmp_path):
     with pytest.raises(FMCUIADataError) as caught:
         load_fmc_uia(str(tmp_path))
     assert str(caught.value) == f"{csv_path}, line 3, field 'mask': column 'mask' is missing from the CSV header"
+
+
+def test_malformed_csv_rows(tmp_path):
+    root = str(tmp_path)
+    rows = _small_layout(root)
+    path = os.path.join(root, "csv_files", "index.csv")
+    write_csv(path, rows)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write("../Classification/a.png,,breast_3cls,classification,1,,,,,,,,,surplus\n")
+        handle.write("../Classification/a.png,,breast_3cls\n")  # a short row: the rest is empty
+    with pytest.raises(FMCUIADataError) as caught:
+        load_fmc_uia(root)
+    assert str(caught.value).startswith(f"{path}, line 6, field 'row': 1 more cell(s) than the header has columns")
+    assert caught.value.more == 1
+    report = load_report(load_fmc_uia(root, on_error="skip", val_fraction=0)["train"])
+    assert report["problems"][1] == f"{path}, line 7, field 'task_name': empty"
+    header = ",".join(CSV_COLUMNS + ["mask"])
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(header + "\n")
+    with pytest.raises(FMCUIADataError, match=r"index.csv, line 1, field 'mask': column appears more than once"):
+        load_fmc_uia(root)
+
+
+def test_sixteen_bit_png_and_dicom_frame_choice(tmp_path):
+    root = str(tmp_path)
+    rows = _small_layout(root)
+    wide = (np.arange(20 * 30, dtype=np.uint16) * 97).reshape(20, 30)
+    Image.fromarray(wide).save(os.path.join(root, "Classification/a.png"))  # a 16-bit grayscale PNG
+    cine = np.stack([np.full((20, 30), v, dtype=np.uint8) for v in (10, 20, 30)])
+    from fixtures import write_dicom
+
+    write_dicom(os.path.join(root, "Regression/a.dcm"), cine, "MONOCHROME2")
+    rows[3]["image_path"] = "../Regression/a.dcm"
+    write_csv(os.path.join(root, "csv_files", "index.csv"), rows)
+    loaded = load_fmc_uia(root, val_fraction=0, split="train", dicom_frame=0)
+    by_task = {example["task"]: example for example in loaded}
+    image = by_task["breast_3cls"]["image"]
+    assert image.dtype == np.uint16 and by_task["breast_3cls"]["bits_stored"] == 16
+    np.testing.assert_array_equal(image, wide)
+    np.testing.assert_array_equal(by_task["IUGC"]["image"], cine[0])
+    middle = {e["task"]: e for e in load_fmc_uia(root, val_fraction=0, split="train")}["IUGC"]
+    np.testing.assert_array_equal(middle["image"], cine[1])
+    assert middle["bits_stored"] == 8 and load_report(loaded)["dicom_frame"] == 0
 
 
 def test_first_problem_in_file_order_and_count_of_the_rest(tmp_path):

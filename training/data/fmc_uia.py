@@ -55,8 +55,8 @@ _SPLIT_ALIASES = {"validation": "val", "valid": "val"}
 _EMPTY_CELLS = {"", "nan", "none", "null"}
 _BOX_FIELDS = ("x_min", "y_min", "x_max", "y_max")
 # PIL modes holding more than 8 bits per sample: returned as uint16 arrays, not PIL images.
-_WIDE_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
-_IMAGE_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"} | _WIDE_MODES
+WIDE_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+IMAGE_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"} | WIDE_MODES
 _MAX_REPORTED_PROBLEMS = 50
 
 FEATURES = datasets.Features(
@@ -101,7 +101,6 @@ class _Row:
     line: int
     order: tuple  # (split index, file index, line): file/line order across the whole load
     csv_dir: str
-    header: list
     cells: dict
     extra_cells: int = 0
     split: str | None = None
@@ -244,12 +243,23 @@ def image_header(path: str, dicom_frame="middle") -> tuple[int, int, int | None]
             if not is_dicom_file(path):
                 raise ValueError(f"cannot read image {path}: {error}") from error
         else:
-            if mode not in _IMAGE_MODES:
+            if mode not in IMAGE_MODES:
                 raise ValueError(f"image {path} has unsupported mode {mode!r}")
-            return width, height, (16 if mode in _WIDE_MODES else None)
+            return width, height, (16 if mode in WIDE_MODES else None)
     header = read_dicom_header(path)
     select_frames(header.num_frames, dicom_frame)  # a bad frame choice fails here, not mid-training
     return header.columns, header.rows, header.bits_stored
+
+
+def to_uint16(array: np.ndarray, what: str) -> np.ndarray:
+    """A wide-integer image as uint16, refusing values that would wrap around rather than corrupt them."""
+    if array.dtype == np.uint16:
+        return array
+    if array.dtype.kind not in "iu":
+        raise ValueError(f"{what}: samples of dtype {array.dtype}; expected 8- or 16-bit integers")
+    if array.size and (array.min() < 0 or array.max() > 65535):
+        raise ValueError(f"{what}: values {array.min()}..{array.max()} outside 0..65535")
+    return array.astype(np.uint16)
 
 
 def decode_image(path: str, dicom_frame="middle"):
@@ -262,13 +272,8 @@ def decode_image(path: str, dicom_frame="middle"):
             if not is_dicom_file(path):
                 raise
         else:
-            if image.mode in _WIDE_MODES:
-                array = np.asarray(image)
-                if array.dtype != np.uint16:
-                    if array.size and (array.min() < 0 or array.max() > 65535):
-                        raise ValueError(f"image {path}: values outside 0..65535")
-                    array = array.astype(np.uint16)
-                return array, 16
+            if image.mode in WIDE_MODES:
+                return to_uint16(np.asarray(image), f"image {path}"), 16
             return image, None
     frame = read_dicom(path, frames=dicom_frame)[0]
     return frame.array, frame.bits_stored
@@ -362,8 +367,8 @@ def _read_rows(root: str, folder: str, split_index: int) -> list[_Row]:
                         line=line,
                         order=(split_index, file_index, line),
                         csv_dir=csv_dir,
-                        header=header,
-                        cells=dict(zip(header, cells)),
+                        # a short row's missing cells are empty, so they are reported as "empty"
+                        cells=dict(zip(header, cells + [""] * (len(header) - len(cells)))),
                         extra_cells=max(0, len(cells) - len(header)),
                     )
                 )
@@ -385,6 +390,15 @@ def _rank(seed: int, task: str, row: _Row) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
+def _class_key(text: str) -> str:
+    """A classification row's stratum: "1" and "1.0" are the same class; anything unparseable stands alone."""
+    try:
+        number = float(text)
+    except ValueError:
+        return text.strip()
+    return str(int(number)) if number.is_integer() else text.strip()
+
+
 def _assign_splits(rows: list[_Row], by_id: dict[str, TaskSpec], val_fraction: float, seed: int) -> dict:
     """Give every row a split, per task and (for classification) per class; returns per-task counts.
 
@@ -396,7 +410,7 @@ def _assign_splits(rows: list[_Row], by_id: dict[str, TaskSpec], val_fraction: f
     for row in rows:
         task = _task_id(row)
         spec = by_id.get(task)
-        stratum = row.cells.get("mask", "").strip() if spec is not None and spec.type == "classification" else ""
+        stratum = _class_key(row.cells.get("mask", "")) if spec is not None and spec.type == "classification" else ""
         strata[task][stratum].append(row)
     counts = {}
     for task in sorted(strata):
@@ -523,14 +537,14 @@ def _check_row(row: _Row, by_id: dict[str, TaskSpec], dicom_frame) -> _Row:
             width, height, bits = image_header(image_path, dicom_frame)
         except FileNotFoundError:
             raise _Problem("image_path", f"image file not found: {image_path}") from None
-        except (ValueError, OSError, ImportError) as error:
-            raise _Problem("image_path", str(error)) from None
+        except Exception as error:  # any failure to read a file is this row's problem, never the whole load's
+            raise _Problem("image_path", str(error) or f"{type(error).__name__} reading {image_path}") from None
         if values["mask_path"] is not None:
             try:
                 mask = read_mask(values["mask_path"])
             except FileNotFoundError:
                 raise _Problem("mask_path", f"mask file not found: {values['mask_path']}") from None
-            except (ValueError, OSError) as error:
+            except Exception as error:
                 raise _Problem("mask_path", f"cannot read mask {values['mask_path']}: {error}") from None
             problem = mask_problem(mask, spec, width, height)
             if problem:

@@ -22,8 +22,8 @@ import numpy as np
 from PIL import Image
 
 from .fmc_uia import (
-    _IMAGE_MODES,
-    _WIDE_MODES,
+    IMAGE_MODES,
+    WIDE_MODES,
     box_problem,
     check_task_names,
     class_problem,
@@ -36,6 +36,7 @@ from .fmc_uia import (
     read_mask,
     registry_by_id,
     stored_column,
+    to_uint16,
 )
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def _image_size(value, field: str) -> tuple[int, int]:
     try:
         if isinstance(value, dict):
             with _open_stored_image(value) as image:
-                if image.mode not in _IMAGE_MODES:
+                if image.mode not in IMAGE_MODES:
                     raise ValueError(f"unsupported image mode {image.mode!r}")
                 return image.size
         if isinstance(value, str):
@@ -208,6 +209,8 @@ def _check_split(raw: datasets.Dataset, indices: list[int], by_id, num_workers) 
                 _check_row(row, by_id)
             except _Problem as problem:
                 found.append((index, problem))
+            except Exception as error:  # a malformed value: this row's problem, not the whole load's
+                found.append((index, _Problem("row", f"{type(error).__name__}: {error}")))
         return found
 
     chunks = [indices[i : i + _CHUNK] for i in range(0, len(indices), _CHUNK)]
@@ -241,7 +244,8 @@ class StoredExampleDecoder:
             return batch
         out = {}
         if "image" in batch:
-            decoded = [self._image(image, bits) for image, bits in zip(batch["image"], batch.get("bits_stored") or [None] * len(batch["image"]))]
+            bits_column = batch.get("bits_stored") or [None] * len(batch["image"])
+            decoded = [self._image(image, bits) for image, bits in zip(batch["image"], bits_column)]
             out["image"] = [image for image, _ in decoded]
         for key in ("task", "label"):
             if key in batch:
@@ -268,14 +272,12 @@ class StoredExampleDecoder:
         if isinstance(value, str):
             return decode_image(value)
         if isinstance(value, Image.Image):
-            if value.mode in _WIDE_MODES:
-                return np.asarray(value).astype(np.uint16), bits or 16
+            if value.mode in WIDE_MODES:  # a 16-bit PNG: an array, like a 16-bit file from the challenge layout
+                return to_uint16(np.asarray(value), "image"), bits or 16
             return value, None
         array = np.asarray(value)
-        if array.dtype.kind in "iu" and array.dtype != np.uint8:
-            array = array.astype(np.uint16)  # stored as int64 lists by some writers; values were checked
-        elif array.dtype.kind not in "iu":
-            raise ValueError(f"image array of dtype {array.dtype}: expected uint8 or uint16 samples")
+        if array.dtype != np.uint8:
+            array = to_uint16(array, "image")  # array features may hold wider integer types
         return array, bits or (8 if array.dtype == np.uint8 else 16)
 
 
