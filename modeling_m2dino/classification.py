@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -62,6 +63,21 @@ class ClassificationType:
                 f"found {labels.min().item()}..{labels.max().item()}"
             )
         return labels.long()
+
+    @staticmethod
+    def encode(processor, example: dict) -> tuple[torch.Tensor, dict]:
+        """A data example -> processed pixel values and the model's label."""
+        out = processor(example["image"], bits_stored=example.get("bits_stored"))
+        return out["pixel_values"][0], {"class_labels": int(example["label"])}
+
+    @staticmethod
+    def reference(example: dict):
+        return int(example["label"])
+
+    @staticmethod
+    def decode(output, target_sizes) -> list:
+        """Head output -> per-image class probabilities."""
+        return list(output.logits.float().softmax(-1).cpu().numpy())
 
     @staticmethod
     def loss(logits: torch.Tensor, labels: torch.Tensor, task) -> torch.Tensor:

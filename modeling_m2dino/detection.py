@@ -8,6 +8,7 @@ from the pooled features. Outputs follow DETR: `logits` (batch, queries, classes
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
@@ -178,6 +179,23 @@ class DetectionType:
         l1 = F.l1_loss(pred, target, reduction="sum") / num_boxes
         giou = (1 - torch.diag(generalized_box_iou(center_to_corners(pred), center_to_corners(target)))).sum() / num_boxes
         return CLASS_COST * class_loss + L1_COST * l1 + GIOU_COST * giou
+
+    @staticmethod
+    def encode(processor, example: dict) -> tuple[torch.Tensor, dict]:
+        """A data example (pixel boxes) -> processed pixel values and normalised (cx, cy, w, h) boxes."""
+        out = processor(example["image"], boxes=example["boxes"], bits_stored=example.get("bits_stored"))
+        classes = torch.as_tensor(np.asarray(example["class_labels"]), dtype=torch.long).reshape(-1)
+        return out["pixel_values"][0], {"class_labels": classes, "boxes": out["boxes"][0]}
+
+    @staticmethod
+    def reference(example: dict):
+        return np.asarray(example["boxes"], dtype=np.float32).reshape(-1, 4)
+
+    @classmethod
+    def decode(cls, output, target_sizes) -> list:
+        """Head output -> per image every query's box (original pixels) with its score, best first."""
+        results = cls.post_process(output.logits, output.pred_boxes, target_sizes=target_sizes, top_k=output.logits.shape[1])
+        return [{"boxes": r["boxes"].cpu().numpy(), "scores": r["scores"].cpu().numpy()} for r in results]
 
     @staticmethod
     def post_process(logits, pred_boxes, threshold: float = 0.5, target_sizes=None, top_k: int | None = None) -> list[dict]:

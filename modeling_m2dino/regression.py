@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -90,6 +91,21 @@ class RegressionType:
     def loss(outputs: tuple[torch.Tensor, torch.Tensor], labels: torch.Tensor, task) -> torch.Tensor:
         keypoints, _ = outputs
         return F.l1_loss(keypoints.float(), labels)
+
+    @staticmethod
+    def encode(processor, example: dict) -> tuple[torch.Tensor, dict]:
+        """A data example (pixel points) -> processed pixel values and normalised (x, y) points."""
+        out = processor(example["image"], points=example["points"], bits_stored=example.get("bits_stored"))
+        return out["pixel_values"][0], {"points": out["points"][0]}
+
+    @staticmethod
+    def reference(example: dict):
+        return np.asarray(example["points"], dtype=np.float32)
+
+    @classmethod
+    def decode(cls, output, target_sizes) -> list:
+        """Head output -> per-image (P, 2) points in original pixels."""
+        return [r["keypoints"].cpu().numpy() for r in cls.post_process(output.keypoints, output.heatmaps, target_sizes)]
 
     @staticmethod
     def post_process(keypoints: torch.Tensor, heatmaps: torch.Tensor, target_sizes=None) -> list[dict]:

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -90,6 +91,22 @@ class SegmentationType:
         denominator = probs.sum(dim=(0, 2, 3)) + one_hot.sum(dim=(0, 2, 3))
         dice = (2 * intersection + 1.0) / (denominator + 1.0)
         return cross_entropy + (1 - dice).mean()
+
+    @staticmethod
+    def encode(processor, example: dict) -> tuple[torch.Tensor, dict]:
+        """A data example (original pixels) -> processed pixel values and the model's label."""
+        out = processor(example["image"], masks=example["mask"], bits_stored=example.get("bits_stored"))
+        return out["pixel_values"][0], {"mask": out["masks"][0]}
+
+    @staticmethod
+    def reference(example: dict):
+        """The example's label in original pixels, as the metrics take it."""
+        return np.asarray(example["mask"])
+
+    @classmethod
+    def decode(cls, output, target_sizes) -> list:
+        """Head output -> per-image predictions in original pixels, as the metrics take them."""
+        return [mask.cpu().numpy() for mask in cls.post_process(output.logits, target_sizes)]
 
     @staticmethod
     def post_process(logits: torch.Tensor, target_sizes=None) -> list[torch.Tensor]:

@@ -1,0 +1,216 @@
+"""`m2dino-train`: multi-task training of M2DINO on the HF Trainer, in the paper's three paradigms.
+
+    m2dino-train --paradigm au --data synthetic --preset tiny --output_dir m2dino --max_steps 600
+
+`--paradigm ts` trains one model per task, `cg` one per clinical group, `au` one for all tasks. A run that
+trains one model saves it into `--output_dir`; several go to `<output_dir>/<paradigm>_<task or group>/`.
+Every `TrainingArguments` flag works (either spelling, `--max_steps` or `--max-steps`). Each saved folder gets
+the model, its image processor, `eval_results.json` (challenge metrics per task against trivial baselines on
+held-out data) and a model card.
+"""
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from transformers import HfArgumentParser, TrainingArguments, set_seed
+
+from modeling_m2dino import FMC_UIA_TASKS, M2DinoConfig, M2DinoForMultiTask, M2DinoImageProcessor, clinical_groups
+
+from .data.augment import Augmenter, AugmentConfig
+from .data.collate import ProcessedExamples, task_list
+from .evaluate import MAX_BASELINE_EXAMPLES, examples_by_task, results_table
+from .trainer import MultiTaskTrainer
+
+PARADIGMS = {"ts": "task-specific", "cg": "clinically-grouped", "au": "all-task unified"}
+SAMPLER_MODES = ("homogeneous", "mixed")
+TASK_WEIGHTINGS = ("uniform", "proportional", "temperature")
+
+
+@dataclass
+class M2DinoRunArguments:
+    paradigm: str = field(default="au", metadata={"help": "ts (one model per task), cg (per clinical group), au (one model)"})
+    tasks: list[str] | None = field(default=None, metadata={"help": "task ids (default: every task present in the data)"})
+    groups: str | None = field(default=None, metadata={"help": "JSON file mapping group names to task ids (default: the brief's)"})
+    data: str = field(default="synthetic", metadata={"help": "'synthetic', a challenge-layout folder or a datasets folder"})
+    preset: str = field(default="tiny", metadata={"help": "model size: tiny, small or base"})
+    backbone: str | None = field(default=None, metadata={"help": "local DINOv3 checkpoint folder to upcycle"})
+    router_mode: str | None = field(default=None, metadata={"help": "task or token"})
+    num_experts: int | None = field(default=None)
+    top_k: int | None = field(default=None, metadata={"help": "experts per routed unit"})
+    image_size: int | None = field(default=None, metadata={"help": "processed image side (default: the preset's)"})
+    sampler: str = field(default="homogeneous", metadata={"help": "homogeneous (one task per batch) or mixed"})
+    task_weighting: str = field(default="temperature", metadata={"help": "uniform, proportional or temperature"})
+    temperature: float = field(default=2.0, metadata={"help": "task probability ~ n_task^(1/T) with temperature weighting"})
+    augment: bool = field(default=True)
+    synthetic_scale: float = field(default=1.0, metadata={"help": "size of the synthetic suite (x its size table)"})
+    eval_examples_per_task: int | None = field(default=None, metadata={"help": "held-out examples per task (default: all)"})
+    overwrite: bool = field(default=False, metadata={"help": "replace a model already in the output folder"})
+
+
+def parse_arguments(argv=None) -> tuple[M2DinoRunArguments, TrainingArguments]:
+    parser = HfArgumentParser((M2DinoRunArguments, TrainingArguments))
+    parser.set_defaults(output_dir="m2dino", report_to="none", remove_unused_columns=False, save_strategy="no",
+                        eval_strategy="no", logging_steps=25, learning_rate=5e-4, weight_decay=0.05, warmup_steps=0.05,
+                        lr_scheduler_type="cosine", per_device_train_batch_size=32, per_device_eval_batch_size=64,
+                        max_steps=600, use_cpu=not torch.cuda.is_available(), dataloader_num_workers=2,
+                        ddp_find_unused_parameters=True, disable_tqdm=False)
+    run, training = parser.parse_args_into_dataclasses(args=argv)
+    for name, value, valid in (("paradigm", run.paradigm, PARADIGMS), ("sampler", run.sampler, SAMPLER_MODES),
+                               ("task_weighting", run.task_weighting, TASK_WEIGHTINGS)):
+        if value not in valid:
+            raise SystemExit(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+    # Experts and heads a process does not use in a step have no gradient: DDP must look for them. With
+    # activation checkpointing that needs the non-reentrant variant.
+    training.ddp_find_unused_parameters = True
+    training.gradient_checkpointing_kwargs = {"use_reentrant": False}
+    # The sampler draws global batches; accelerate gives each process its slice of every one.
+    training.accelerator_config.split_batches = True
+    return run, training
+
+
+class TaskSubset:
+    """The examples of some tasks of a source (keeps `task_of`, so nothing is decoded to learn tasks)."""
+
+    def __init__(self, source, tasks, task_of_index=None):
+        task_of_index = task_of_index if task_of_index is not None else task_list(source)
+        self.source = source
+        self.indices = [i for i, t in enumerate(task_of_index) if t in set(tasks)]
+        self.tasks = [task_of_index[i] for i in self.indices]
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, index):
+        return self.source[self.indices[index]]
+
+    def task_of(self, index):
+        return self.tasks[index]
+
+
+def load_sources(run: M2DinoRunArguments, seed: int, image_size: int, registry):
+    """Training source, held-out source and a description of the data, for `--data`."""
+    if run.data == "synthetic":
+        from .data.synthetic import TRAIN_SIZES, VAL_FRACTION, SyntheticUltrasoundSuite
+
+        suite = SyntheticUltrasoundSuite(scale=run.synthetic_scale, image_size=image_size, seed=seed)
+        held_out = suite
+        if run.eval_examples_per_task:  # the test split of a suite large enough to hold that many per task
+            needed = run.eval_examples_per_task / (VAL_FRACTION * min(TRAIN_SIZES.values()))
+            held_out = SyntheticUltrasoundSuite(scale=max(run.synthetic_scale, needed), image_size=image_size, seed=seed)
+        description = {"source": "synthetic", "scale": run.synthetic_scale, "image_size": image_size, "seed": seed,
+                       "eval_split": "test"}
+        return suite.dataset("train"), held_out.dataset("test"), description
+    from .data.hf_folder import load_data
+    from .data.fmc_uia import load_report
+
+    data = load_data(run.data, registry=registry)
+    missing = [s for s in ("train", "val") if s not in data]
+    if missing:
+        raise SystemExit(f"{run.data} has no {missing} split(s); found {list(data)}")
+    description = {"source": os.path.abspath(run.data), "eval_split": "val", "loading": load_report(data["train"])}
+    return data["train"], data["val"], description
+
+
+def plan_runs(run: M2DinoRunArguments, available: list[str], registry) -> list[tuple[str, list[str]]]:
+    """(name, task ids) of each model the paradigm trains."""
+    tasks = available
+    if run.tasks:
+        unknown = sorted(set(run.tasks) - set(available))
+        if unknown:
+            raise SystemExit(f"unknown task(s) or tasks without data: {unknown}; valid: {', '.join(available)}")
+        tasks = [t for t in available if t in run.tasks]
+    if not tasks:
+        raise SystemExit("the task selection has no data")
+    if run.paradigm == "au":
+        return [("all", tasks)]
+    if run.paradigm == "ts":
+        return [(t, [t]) for t in tasks]
+    specs = [t for t in registry if t.id in tasks]
+    groups = clinical_groups(specs)
+    if run.groups:
+        with open(run.groups, encoding="utf-8") as f:
+            groups = {name: [t for t in members if t in tasks] for name, members in json.load(f).items()}
+        listed = [t for members in groups.values() for t in members]
+        twice = sorted({t for t in listed if listed.count(t) > 1})
+        left_out = sorted(set(tasks) - set(listed))
+        unknown = sorted({t for members in json.load(open(run.groups)).values() for t in members} - {t.id for t in registry})
+        if twice or left_out or unknown:
+            raise SystemExit(f"{run.groups}: tasks in two groups {twice}; tasks in no group {left_out}; unknown tasks {unknown}")
+    return [(name, members) for name, members in groups.items() if members]
+
+
+def build_model(run: M2DinoRunArguments, task_specs, image_size: int):
+    overrides = {"tasks": [t.to_dict() for t in task_specs], "image_size": image_size}
+    overrides.update({k: v for k, v in (("router_mode", run.router_mode), ("num_experts", run.num_experts),
+                                        ("num_experts_per_tok", run.top_k)) if v is not None})
+    if run.backbone:
+        return M2DinoForMultiTask.from_dinov3(run.backbone, **overrides)
+    return M2DinoForMultiTask(M2DinoConfig.from_preset(run.preset, **overrides))
+
+
+def train_one(name, task_ids, run, training, sources, registry, image_size, callbacks=None) -> dict:
+    train_source, eval_source, data_description = sources
+    specs = [t for t in registry if t.id in task_ids]
+    output_dir = training.output_dir
+    if os.path.exists(os.path.join(output_dir, "config.json")) and not run.overwrite and not training.resume_from_checkpoint:
+        raise SystemExit(f"{output_dir} already holds a model; pass --overwrite to replace it")
+    set_seed(training.seed)
+    model = build_model(run, specs, image_size)
+    processor = M2DinoImageProcessor.from_config(model.config)
+    augmenter = Augmenter(AugmentConfig(), registry=registry) if run.augment else None
+    train_subset = TaskSubset(train_source, task_ids)
+    train_dataset = ProcessedExamples(train_subset, processor, specs, augmenter, seed=training.data_seed or training.seed)
+    eval_sets = examples_by_task(eval_source, task_ids, run.eval_examples_per_task)
+    baseline_sets = examples_by_task(train_subset, task_ids, MAX_BASELINE_EXAMPLES)
+    trainer = MultiTaskTrainer(
+        model=model, args=training, train_dataset=train_dataset, processor=processor, eval_sets=eval_sets,
+        baseline_sets=baseline_sets, sampler_mode=run.sampler, task_weighting=run.task_weighting,
+        temperature=run.temperature, callbacks=callbacks,
+    )
+    trainer.train(resume_from_checkpoint=training.resume_from_checkpoint)
+    trainer.evaluate()
+    results = trainer.last_eval_results
+    n_train = {t: train_subset.tasks.count(t) for t in task_ids}
+    for task_id, result in results["tasks"].items():
+        result["n_train"] = n_train[task_id]
+    results.update(paradigm=run.paradigm, run=name, data=data_description, seed=training.seed,
+                   max_steps=training.max_steps, preset=run.preset, router_mode=model.config.router_mode)
+    if trainer.is_world_process_zero():
+        trainer.save_model(output_dir)
+        processor.save_pretrained(output_dir)
+        with open(os.path.join(output_dir, "eval_results.json"), "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=2)
+        from .cards import write_model_card
+
+        write_model_card(output_dir)
+    return results
+
+
+def main(argv=None, callbacks=None) -> dict:
+    run, training = parse_arguments(argv)
+    registry = list(FMC_UIA_TASKS)
+    image_size = run.image_size or M2DinoConfig.from_preset(run.preset).image_size
+    sources = load_sources(run, training.data_seed or training.seed, image_size, registry)
+    available_tasks = list(dict.fromkeys(task_list(sources[0])))
+    available = [t.id for t in registry if t.id in available_tasks]
+    runs = plan_runs(run, available, registry)
+    root = training.output_dir
+    all_results = {}
+    for name, task_ids in runs:
+        run_training = training
+        if len(runs) > 1:
+            run_training = TrainingArguments(**{**training.to_dict(), "output_dir": os.path.join(root, f"{run.paradigm}_{name}")})
+            run_training.accelerator_config.split_batches = True
+        results = train_one(name, task_ids, run, run_training, sources, registry, image_size, callbacks)
+        all_results[name] = results
+        if run_training.process_index == 0:
+            print(f"\n{PARADIGMS[run.paradigm]} model {name!r} -> {run_training.output_dir}\n{results_table(results)}", flush=True)
+    return all_results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
