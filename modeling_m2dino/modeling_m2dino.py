@@ -430,6 +430,7 @@ class M2DinoForMultiTask(M2DinoPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         output_router_logits: bool | None = None,
+        original_sizes: torch.LongTensor | None = None,
     ) -> M2DinoMultiTaskOutput:
         outputs = self.m2dino(
             pixel_values, tasks=tasks, task_ids=task_ids, bits_stored=bits_stored,
@@ -480,12 +481,26 @@ class M2DinoForSingleTaskType(M2DinoForMultiTask):
                 f"{[(t.id, t.type) for t in config.task_specs]}"
             )
         super().__init__(config)
+        self.sync_labels()
 
     @property
     def default_task(self) -> str:
         """`config.default_task` when this class serves it, else the first task of its type."""
         served = self.served_tasks
         return self.config.default_task if self.config.default_task in served else served[0]
+
+    @default_task.setter
+    def default_task(self, task_id: str):
+        if task_id not in self.served_tasks:
+            raise ValueError(f"{type(self).__name__} serves {', '.join(self.served_tasks)}; got default task {task_id!r}")
+        self.config.default_task = task_id
+        self.sync_labels()
+
+    def sync_labels(self):
+        """`config.id2label` / `label2id` from the default task's class names: the names pipelines print."""
+        labels = self.config.task(self.default_task).labels
+        self.config.id2label = dict(enumerate(labels))
+        self.config.label2id = {name: index for index, name in enumerate(labels)}
 
     def single_task(self, task_ids: torch.LongTensor):
         unique = torch.unique(task_ids).tolist()
@@ -513,7 +528,10 @@ class M2DinoForSingleTaskType(M2DinoForMultiTask):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         output_router_logits: bool | None = None,
+        original_sizes: torch.LongTensor | None = None,
     ):
+        # `original_sizes` (from the image processor) is accepted so that `model(**processor(images))` and the
+        # pipelines work; post-processing, not the forward pass, uses it.
         if tasks is None and task_ids is None:
             tasks = self.default_task
         outputs = self.m2dino(
