@@ -131,7 +131,7 @@ def dataset_of(results: dict | None) -> dict:
     return {"name": "held-out data", "type": "custom", "split": split, "synthetic": False, "folder": None}
 
 
-def eval_results(results: dict, model_name: str) -> list[EvalResult]:
+def eval_results(results: dict) -> list[EvalResult]:
     """One `EvalResult` per (task, metric) with a finite value, exactly as the results file holds it.
 
     The task id goes into `dataset_config`: the hub groups results by (task type, dataset, config, split),
@@ -286,7 +286,7 @@ def model_card(model_dir: str, **extra) -> ModelCard:
 
     card_data = ModelCardData(
         library_name="transformers", pipeline_tag=HUB_TASK_TYPES.get(default_type), tags=tags, base_model=base,
-        datasets=datasets, model_name=repo_id, eval_results=eval_results(results, repo_id) if results else None,
+        datasets=datasets, model_name=repo_id, eval_results=eval_results(results) if results else None,
         **licence_fields,
     )
     if not card_data.eval_results:  # no finite numbers at all: no model-index rather than an empty one
@@ -308,7 +308,8 @@ def model_card(model_dir: str, **extra) -> ModelCard:
         router_text=ROUTER_TEXT.get(config.get("router_mode"), "see config.json"), init_text=init_text,
         licence_text=licence_text, training=_training_section(results), evaluation=_evaluation_section(results),
         figures=plots, routing_figures=routing_figures, routing_method=routing_method, routing_pairs=routing_pairs,
-        auto_class=AUTO_CLASSES.get(default_type, "AutoModel"), repo_id=repo_id, synthetic=dataset["synthetic"],
+        auto_class=AUTO_CLASSES.get(default_type, "AutoModel"), repo_id=repo_id, folder_name=folder_name,
+        synthetic=dataset["synthetic"],
     )
 
 
@@ -362,7 +363,9 @@ def write_adapter_card(adapter_dir: str, base_model_dir: str, task_id: str, meth
     metrics = (results or {}).get("metrics", results) or {}
     task_type = (spec or {}).get("type") or (results or {}).get("type")
     dataset = dataset_of({"data": (results or {}).get("data"), "split": (results or {}).get("split")})
-    repo_id = os.path.basename(os.path.normpath(os.path.abspath(adapter_dir)))
+    # m2dino-finetune saves adapters as <method>/<task>/: the parent folder keeps the path meaningful.
+    adapter_path = os.path.normpath(os.path.abspath(adapter_dir))
+    adapter_ref = "/".join(adapter_path.split(os.sep)[-2:])
     base = hub_reference(base_model_dir)
     licence_fields, licence_text = licence(base_config)
     entries = [
@@ -378,7 +381,7 @@ def write_adapter_card(adapter_dir: str, base_model_dir: str, task_id: str, meth
         tags.append("synthetic-data")
     card_data = ModelCardData(
         library_name="peft", base_model=base, pipeline_tag=HUB_TASK_TYPES.get(task_type), tags=tags,
-        model_name=repo_id, eval_results=entries or None, **licence_fields,
+        model_name=f"{base}-{method}-{task_id}", eval_results=entries or None, **licence_fields,
     )
     split = f" `{dataset['split']}` split" if dataset["split"] else ""
     evaluation = None
@@ -389,7 +392,7 @@ def write_adapter_card(adapter_dir: str, base_model_dir: str, task_id: str, meth
         card_data, "adapter_card.md",
         title=f"M2DINO {method} adapter: {task_id}", method_name=method, task_id=task_id, task_type=task_type,
         task_group=(spec or {}).get("group"), base_model=base, adapter=_adapter_config(adapter_dir),
-        licence_text=licence_text, evaluation=evaluation, repo_id=repo_id, synthetic=dataset["synthetic"],
+        licence_text=licence_text, evaluation=evaluation, adapter_ref=adapter_ref, synthetic=dataset["synthetic"],
     )
     path = os.path.join(adapter_dir, "README.md")
     card.save(path)
