@@ -475,6 +475,8 @@ class M2DinoForSingleTaskType(M2DinoForMultiTask):
     """Base of the single-type classes: one task per call, HF-conventional outputs of that type."""
 
     def __init__(self, config: M2DinoConfig):
+        if config.default_task not in config.task_ids:  # set after the config's own check, e.g. by from_pretrained kwargs
+            raise ValueError(f"default_task {config.default_task!r} is not a task of this model; valid: {config.task_ids}")
         if not any(t.type == self.task_type for t in config.task_specs):
             raise ValueError(
                 f"{type(self).__name__} needs at least one {self.task_type} task; the config's tasks are "
