@@ -49,6 +49,8 @@ RESULTS_FILE = "eval_results.json"
 ROUTING_FILE = "routing.json"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _CARD_OPTIONS = {"title", "description", "repo_id", "base_model", "tags", "datasets"}
+# The card's first comment line records its options (JSON, '-' escaped so no '--' can end the comment).
+_OPTIONS_LINE = re.compile(r"<!-- " + MARKER + r" (\{.*?\}) ")
 
 
 def read_model_config(model_dir: str) -> dict:
@@ -203,15 +205,16 @@ def _evaluation_section(results: dict | None) -> dict | None:
     rows, all_metrics = [], []
     for task_id, r in results["tasks"].items():
         key = r.get("primary_metric") or next(iter(r.get("metrics") or {}), "-")
-        diff = r.get("difference") or {}
-        ci = f"[{diff['ci95_lower']:+.3f}, {diff['ci95_upper']:+.3f}]" if is_number(diff.get("ci95_lower")) and is_number(diff.get("ci95_upper")) else "-"
+        metrics, baseline, diff = r.get("metrics") or {}, r.get("baseline") or {}, r.get("difference") or {}
+        ci = "-"
+        if is_number(diff.get("ci95_lower")) and is_number(diff.get("ci95_upper")):
+            ci = f"[{diff['ci95_lower']:+.3f}, {diff['ci95_upper']:+.3f}]"
         rows.append({
             "task": task_id, "type": r.get("type", "-"), "n_eval": r.get("n_eval", "-"), "n_train": r.get("n_train", "-"),
-            "metric": key, "model": fmt((r.get("metrics") or {}).get(key)), "baseline": fmt((r.get("baseline") or {}).get(key)),
+            "metric": key, "model": fmt(metrics.get(key)), "baseline": fmt(baseline.get(key)),
             "ci": ci, "beats": {True: "yes", False: "no"}.get(r.get("beats_baseline"), "-"),
         })
-        for metric, value in (r.get("metrics") or {}).items():
-            all_metrics.append({"task": task_id, "metric": metric, "model": fmt(value), "baseline": fmt((r.get("baseline") or {}).get(metric))})
+        all_metrics += [{"task": task_id, "metric": m, "model": fmt(v), "baseline": fmt(baseline.get(m))} for m, v in metrics.items()]
     dataset = dataset_of(results)
     return {"rows": rows, "all_metrics": all_metrics, "score": fmt(results.get("score")) if is_number(results.get("score")) else None,
             "split": dataset["split"] or "evaluation", "dataset": dataset["name"]}
@@ -294,14 +297,16 @@ def model_card(model_dir: str, **extra) -> ModelCard:
     plots, routing_figures = _figures(model_dir)
     routing_method, routing_pairs = _routing_summary(model_dir)
     if config.get("base_model"):
-        init_text = f"upcycled from the DINOv3 checkpoint `{hub_reference(config['base_model'])}` (every expert starts as its layer's dense MLP)."
+        init_text = (f"upcycled from the DINOv3 checkpoint `{hub_reference(config['base_model'])}` "
+                     "(every expert starts as its layer's dense MLP).")
     else:
         init_text = "random (no pretrained backbone)."
     if base_dir:
         init_text += f" Fine-tuned from the M2DINO model `{base}`."
     arch_keys = ("num_hidden_layers", "hidden_size", "patch_size", "image_size", "num_experts", "num_experts_per_tok", "router_mode")
+    options = json.dumps({k: v for k, v in extra.items() if v is not None}).replace("-", "\\u002d")
     return _render(
-        card_data, "model_card.md",
+        card_data, "model_card.md", options=options,
         title=extra.get("title") or f"M2DINO: {folder_name}", description=extra.get("description"),
         tasks=tasks, default_task=default_task, pipeline_tag=HUB_TASK_TYPES.get(default_type),
         moe_layers=config.get("moe_layers") or [], arch={k: config.get(k) for k in arch_keys},
@@ -326,13 +331,29 @@ def write_model_card(model_dir: str, **extra) -> str:
     return path
 
 
-def is_generated_card(path: str) -> bool:
-    """True when `path` is a README this module wrote (safe to rewrite)."""
+def card_options(path: str) -> dict | None:
+    """The options a README this module wrote was made with (None: not such a README, so never rewrite it)."""
     try:
         with open(path, encoding="utf-8") as f:
-            return MARKER in f.read(4096)
+            text = f.read()
     except OSError:
-        return False
+        return None
+    match = _OPTIONS_LINE.search(text)
+    if not match:
+        return None
+    try:
+        return {k: v for k, v in json.loads(match.group(1)).items() if k in _CARD_OPTIONS}
+    except (json.JSONDecodeError, AttributeError):
+        return {}
+
+
+def refresh_model_card(model_dir: str, **extra) -> str | None:
+    """Rewrites a folder's card with the options it was made with (updated by `extra`); a README this module did
+    not write is left alone (returns None)."""
+    previous = card_options(os.path.join(model_dir, "README.md"))
+    if previous is None:
+        return None
+    return write_model_card(model_dir, **{**previous, **extra})
 
 
 def _adapter_config(adapter_dir: str) -> dict | None:
@@ -420,7 +441,9 @@ def main(argv=None):
                     results = json.load(f)
             path = write_adapter_card(args.dir, args.base_model, args.task, args.method, results)
         else:
-            options = {k: v for k, v in (("repo_id", args.repo_id), ("title", args.title), ("base_model", args.base_model)) if v}
+            # A card this module wrote keeps its options (repo id, title...) unless the command line changes them.
+            options = card_options(os.path.join(args.dir, "README.md")) or {}
+            options.update({k: v for k, v in (("repo_id", args.repo_id), ("title", args.title), ("base_model", args.base_model)) if v})
             path = write_model_card(args.dir, **options)
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"m2dino-card: {error}") from None

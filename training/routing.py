@@ -24,7 +24,7 @@ import os
 import numpy as np
 import torch
 
-from .cards import is_generated_card, read_model_config, write_model_card
+from .cards import read_model_config, refresh_model_card
 
 FIGURES = ("routing_experts.png", "routing_similarity.png")
 
@@ -188,9 +188,8 @@ def analyze_routing(model_dir: str, data: str | None = None, split: str = "val",
     with open(os.path.join(output_dir, "routing.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
     # The folder's card shows the routing: refresh it, but only if this package wrote it.
-    readme = os.path.join(output_dir, "README.md")
-    if os.path.abspath(output_dir) == os.path.abspath(model_dir) and is_generated_card(readme):
-        write_model_card(model_dir)
+    if os.path.abspath(output_dir) == os.path.abspath(model_dir):
+        refresh_model_card(model_dir)
     return report
 
 
@@ -273,7 +272,8 @@ def main(argv=None) -> dict:
         print("note: a 'task' router's routing is exact from its logits; --data was not needed and not used")
     print(f"{report['method']}; layers {report['moe_layers']}; wrote routing.json to {args.output_dir or args.model}")
     tasks, similarity = report["tasks"], np.array(report["similarity"])
-    pairs = sorted(((similarity[i, j], tasks[i], tasks[j]) for i in range(len(tasks)) for j in range(i + 1, len(tasks))), reverse=True)
+    pairs = sorted(((similarity[i, j], tasks[i], tasks[j]) for i in range(len(tasks)) for j in range(i + 1, len(tasks))),
+                   reverse=True)
     for value, a, b in pairs[:5]:
         print(f"  {a} ~ {b}: {value:.3f}")
     return report

@@ -104,6 +104,9 @@ def test_folder_data_and_extra_options(tmp_path):
     assert {(e.dataset_name, e.dataset_split) for e in card.data.eval_results} == {("FMC_UIA_2026", "val")}
     assert card.data.model_name == "lab/m2dino-au" and 'from_pretrained("lab/m2dino-au")' in card.text
     assert "# Our model" in card.text
+    cards.main([str(tmp_path), "--title", "Renamed"])  # a rerun keeps the options it is not given
+    card = ModelCard.load(tmp_path / "README.md")
+    assert "# Renamed" in card.text and card.data.model_name == "lab/m2dino-au" and "extra-tag" in card.data.tags
     with pytest.raises(TypeError, match="unknown card option"):
         cards.write_model_card(str(tmp_path), colour="red")
 

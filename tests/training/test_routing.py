@@ -104,10 +104,11 @@ def test_token_mode_on_a_datasets_folder(tmp_path):
 
 def test_generated_card_shows_the_routing(tmp_path):
     save_model(tmp_path, "task")
-    cards.write_model_card(str(tmp_path))
+    cards.write_model_card(str(tmp_path), repo_id="lab/m2dino-tiny", title="Tiny -- model")
     routing.main(["--model", str(tmp_path)])
     text = (tmp_path / "README.md").read_text()
     assert "## Expert routing" in text and "](routing_experts.png)" in text and "](routing_similarity.png)" in text
+    assert "# Tiny -- model" in text and 'from_pretrained("lab/m2dino-tiny")' in text  # the card kept its options
 
     (tmp_path / "README.md").write_text("# hand-written\n")  # never overwritten
     routing.analyze_routing(str(tmp_path), plots=False)
