@@ -66,7 +66,7 @@ def parse_arguments(argv=None) -> tuple[M2DinoRunArguments, TrainingArguments]:
     # Experts and heads a process does not use in a step have no gradient: DDP must look for them. With
     # activation checkpointing that needs the non-reentrant variant.
     training.ddp_find_unused_parameters = True
-    training.gradient_checkpointing_kwargs = {"use_reentrant": False}
+    training.activation_checkpointing_kwargs = {"use_reentrant": False}
     # The sampler draws global batches; accelerate gives each process its slice of every one.
     training.accelerator_config.split_batches = True
     return run, training
@@ -184,6 +184,8 @@ def train_one(name, task_ids, run, training, sources, registry, image_size, call
         processor.save_pretrained(output_dir)
         with open(os.path.join(output_dir, "eval_results.json"), "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2)
+        with open(os.path.join(output_dir, "train_log.json"), "w", encoding="utf-8") as f:
+            json.dump(trainer.state.log_history, f, indent=1)
         from .cards import write_model_card
 
         write_model_card(output_dir)

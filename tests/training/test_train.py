@@ -1,0 +1,148 @@
+"""m2dino-train, -evaluate, -predict and -experiment, run in-process at 32 px with a few steps."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModel, AutoModelForSemanticSegmentation, TrainerCallback
+
+import modeling_m2dino as m2dino
+from m2dino_training import evaluate, experiment, predict, train
+from m2dino_training.data.hf_folder import load_data
+from m2dino_training.data.synthetic import SyntheticUltrasoundSuite
+from m2dino_training.metrics import task_metrics
+from m2dino_training.trainer import NonFiniteLossError
+
+FAST = ["--preset", "tiny", "--image_size", "32", "--synthetic_scale", "0.02", "--per_device_train_batch_size", "8",
+        "--dataloader_num_workers", "0", "--eval_examples_per_task", "6", "--logging_steps", "1", "--disable_tqdm", "true"]
+ONE_PER_TYPE = ["cervix_multi", "breast_3cls", "thyroid_nodule_det", "IUGC"]
+METRIC_KEYS = {"segmentation": {"dice", "hd95"}, "classification": {"accuracy", "auc", "f1_macro", "f1_weighted", "mcc"},
+               "detection": {"iou", "ap50"}, "regression": {"mre"}}
+
+
+@pytest.fixture(scope="session")
+def trained_au(tmp_path_factory):
+    """`m2dino-train --paradigm au --data synthetic --preset tiny --max_steps 5`, shared by the tests below."""
+    out = tmp_path_factory.mktemp("au") / "m2dino"
+    results = train.main(["--paradigm", "au", "--data", "synthetic", "--max_steps", "5", "--output_dir", str(out), *FAST])
+    return out, results["all"]
+
+
+@pytest.fixture(scope="session")
+def challenge_folder(tmp_path_factory):
+    out = tmp_path_factory.mktemp("layout") / "fmc_uia"
+    SyntheticUltrasoundSuite(scale=0.02, image_size=48, seed=3, tasks=ONE_PER_TYPE).write_challenge_layout(out)
+    return out
+
+
+def test_au_run_writes_a_folder_the_auto_classes_load(trained_au):
+    out, results = trained_au
+    assert type(AutoModel.from_pretrained(out)) is m2dino.M2DinoModel
+    segmenter = AutoModelForSemanticSegmentation.from_pretrained(out)
+    assert len(segmenter.served_tasks) == 12
+    saved = json.loads((out / "eval_results.json").read_text())
+    assert saved["score"] == pytest.approx(results["score"]) and saved["paradigm"] == "au"
+    assert len(saved["tasks"]) == 27
+    for task_id, result in saved["tasks"].items():
+        assert METRIC_KEYS[result["type"]] <= set(result["metrics"]), task_id
+        assert {"baseline", "difference", "n_train", "n_eval"} <= set(result)
+    assert (out / "README.md").exists() and (out / "preprocessor_config.json").exists()
+    log = json.loads((out / "train_log.json").read_text())
+    assert any("router_loss" in entry and any(k.startswith("loss_") for k in entry) for entry in log)
+
+
+def test_output_folder_with_a_model_is_refused_without_overwrite(trained_au):
+    out, _ = trained_au
+    with pytest.raises(SystemExit, match="--overwrite"):
+        train.main(["--data", "synthetic", "--max_steps", "1", "--output_dir", str(out), "--tasks", "lung", *FAST])
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--paradigm", "xx"], "unknown paradigm 'xx'; valid: ts, cg, au"),
+        (["--tasks", "lung", "nope"], r"unknown task\(s\).*\['nope'\]; valid: FUGC"),
+        (["--sampler", "random"], "unknown sampler"),
+    ],
+)
+def test_bad_arguments_are_named(tmp_path, extra, message):
+    with pytest.raises(SystemExit, match=message):
+        train.main(["--data", "synthetic", "--max_steps", "1", "--output_dir", str(tmp_path / "x"), *FAST, *extra])
+
+
+@pytest.mark.parametrize("groups, message", [({"a": ["lung"], "b": ["lung", "breast_2cls"]}, r"two groups \['lung'\]"),
+                                             ({"a": ["lung"]}, r"no group \['breast_2cls'\]")])
+def test_groupings_that_repeat_or_leave_out_tasks_are_refused(tmp_path, groups, message):
+    path = tmp_path / "groups.json"
+    path.write_text(json.dumps(groups))
+    with pytest.raises(SystemExit, match=message):
+        train.main(["--paradigm", "cg", "--groups", str(path), "--tasks", "lung", "breast_2cls", "--data", "synthetic",
+                    "--max_steps", "1", "--output_dir", str(tmp_path / "x"), *FAST])
+
+
+def test_ts_run_saves_one_folder_per_task(tmp_path):
+    train.main(["--paradigm", "ts", "--tasks", "lung", "breast_2cls", "--data", "synthetic", "--max_steps", "2",
+                "--output_dir", str(tmp_path), *FAST])
+    for task in ("lung", "breast_2cls"):
+        model = m2dino.M2DinoForMultiTask.from_pretrained(tmp_path / f"ts_{task}")
+        assert model.served_tasks == [task]
+        assert (tmp_path / f"ts_{task}" / "eval_results.json").exists()
+
+
+def test_predictions_read_back_score_like_evaluate(trained_au, challenge_folder, tmp_path):
+    model_dir, _ = trained_au
+    results = evaluate.main(["--model", str(model_dir), "--data", str(challenge_folder), "--output", str(tmp_path / "e.json")])
+    predict.main(["--model", str(model_dir), "--data", str(challenge_folder), "--out", str(tmp_path / "pred")])
+    assert {f for f in os.listdir(tmp_path / "pred")} >= set(predict.PREDICTION_FILES.values()) | {"masks"}
+    model = m2dino.M2DinoForMultiTask.from_pretrained(model_dir)
+    specs = {t.id: t for t in model.config.task_specs}
+    data = load_data(str(challenge_folder), registry=model.config.task_specs)
+    grouped = evaluate.examples_by_task(data["val"])
+    assert set(grouped) == set(ONE_PER_TYPE) == set(results["tasks"])
+    for task_id, examples in grouped.items():
+        task = specs[task_id]
+        predictions = predict.read_predictions(str(tmp_path / "pred"), task, examples, str(challenge_folder))
+        references = evaluate.references_of(task, examples)
+        sizes = [evaluate.image_size(e["image"]) for e in examples]
+        rescored = evaluate.scalars(task_metrics(task, predictions, references, image_sizes=sizes))
+        for key, value in results["tasks"][task_id]["metrics"].items():
+            assert rescored[key] == pytest.approx(value, abs=2e-3, nan_ok=True), (task_id, key)
+
+
+class PoisonHeadsAt(TrainerCallback):
+    """Turns every head weight into NaN right after a checkpoint, as a diverging run would."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_save(self, args, state, control, model=None, **kwargs):
+        if state.global_step == self.step:
+            with torch.no_grad():
+                for parameter in model.heads.parameters():
+                    parameter.fill_(float("nan"))
+
+
+def test_non_finite_loss_stops_naming_task_and_step_and_keeps_the_checkpoint(tmp_path):
+    argv = ["--data", "synthetic", "--tasks", "breast_3cls", "--max_steps", "6", "--save_strategy", "steps",
+            "--save_steps", "2", "--output_dir", str(tmp_path), *FAST]
+    with pytest.raises(NonFiniteLossError, match=r"loss_breast_3cls is nan at step 3"):
+        train.main(argv, callbacks=[PoisonHeadsAt(2)])
+    checkpoint = m2dino.M2DinoForMultiTask.from_pretrained(tmp_path / "checkpoint-2")
+    assert all(torch.isfinite(p).all() for p in checkpoint.parameters())
+    assert not (tmp_path / ".staging").exists()
+
+
+def test_experiment_writes_every_table_and_plot(tmp_path):
+    rows = experiment.main(["--data", "synthetic", "--tasks", "breast_2cls", "lung", "--seeds", "2", "--steps_per_task", "2",
+                            "--output_dir", str(tmp_path), *FAST])
+    for name in ("per_task.csv", "per_task.json", "per_group.csv", "per_task_change.png", "per_group_change.png",
+                 "change_vs_size.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert {r["task"] for r in rows} == {"breast_2cls", "lung"}
+    for row in rows:
+        assert {"TS_mean", "TS_sd", "CG_mean", "AU_mean", "CG-TS_mean", "AU-TS_mean", "baseline", "n_train"} <= set(row)
+        assert row["AU-TS_mean"] == pytest.approx(row["AU_mean"] - row["TS_mean"])
+    per_seed = json.loads((tmp_path / "runs" / "seed1" / "cg" / "lung" / "eval_results.json").read_text())
+    assert per_seed["seed"] == 1 and set(per_seed["tasks"]) == {"lung"}
