@@ -32,6 +32,7 @@ setup(
         "peft",
         "huggingface_hub",
         "matplotlib",
+        "jinja2",
     ],
     extras_require={
         "dicom": ["pydicom>=2.4"],
