@@ -279,3 +279,19 @@ def test_existing_results_are_not_overwritten_silently(comparison, base_dir):
     _, out = comparison
     with pytest.raises(SystemExit, match="already exist.*--overwrite"):
         finetune.main(["--model", base_dir, "--task", "breast_2cls", "--methods", "lora", "--output_dir", out, *FAST])
+
+
+@pytest.mark.parametrize("method", ["linear-probe", "lora"])
+def test_only_the_new_tasks_router_rows_learn_in_token_mode(method, pixels):
+    tasks = [t.to_dict() for t in m2dino.FMC_UIA_TASKS if t.id in TASKS]
+    model = m2dino.M2DinoForMultiTask(tiny_config(tasks=tasks, default_task="breast_2cls", router_mode="token"))
+    add_task(model, m2dino.TaskSpec.from_dict({**NEW_TASK, "num_classes": 2}))
+    model = finetune.prepare_model(model, method, NEW_TASK["id"], finetune.FinetuneArguments(model="unused"), new_task=True)
+    model(pixels, tasks=NEW_TASK["id"], labels=[{"class_labels": 1}] * 3).loss.backward()
+    tables = [(n, p) for n, p in model.named_parameters() if n.endswith("task_embedding") and p.requires_grad]
+    assert len(tables) == 2 and all(".original_module." not in n for n, _ in tables)
+    for name, table in tables:
+        assert not table.grad[:-1].any() and table.grad[-1].any(), name
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert not [n for n in trainable if ".gate." in n]  # the token gate is shared by every task
+    assert all(n.endswith("task_embedding") or f"heads.{NEW_TASK['id']}" in n or "lora_" in n for n in trainable)
