@@ -108,6 +108,8 @@ def load_sources(run: M2DinoRunArguments, seed: int, image_size: int, registry):
     from .data.fmc_uia import load_report
 
     data = load_data(run.data, registry=registry)
+    if "val" not in data and "validation" in data:
+        data["val"] = data["validation"]
     missing = [s for s in ("train", "val") if s not in data]
     if missing:
         raise SystemExit(f"{run.data} has no {missing} split(s); found {list(data)}")
