@@ -133,6 +133,13 @@ def _kernel(sigma):
     return k / np.sqrt((k**2).sum())
 
 
+@lru_cache(maxsize=32)
+def _upsampler(n, k):
+    """(n, k) matrix of bilinear weights from k control points to n pixel centres."""
+    grid, ctrl = (np.arange(n) + 0.5) / n, (np.arange(k) + 0.5) / k
+    return np.stack([np.interp(grid, ctrl, np.eye(k)[j]) for j in range(k)], 1).astype(np.float32)
+
+
 def _margin(phi, spec):
     """Radius scale of an irregular margin at angle phi: lobulations plus narrow spicules."""
     ks, amps, phases, spike = spec
@@ -241,9 +248,9 @@ def _render(c, style):
     """
     n = c.n
     fov, gain = _fov_raster(n, c.probe, style.atten_db)
-    small = c.rng.standard_normal((7, 7)).astype(np.float32)  # low-frequency tissue heterogeneity
-    hetero = np.exp(style.texture * ndimage.zoom(small, n / 7.0, order=1, grid_mode=True, mode="nearest"))
-    echo = c.echo * hetero[:n, :n] * gain
+    up = _upsampler(n, 7)  # low-frequency tissue heterogeneity: a 7x7 random field, bilinear upsampled
+    hetero = np.exp(style.texture * (up @ c.rng.standard_normal((7, 7), dtype=np.float32) @ up.T))
+    echo = c.echo * hetero * gain
     iq = c.rng.standard_normal((2, n, n), dtype=np.float32) * echo
     ax, lat = (max(0.6, s * n / 224.0) for s in style.psf)
     iq = ndimage.convolve1d(iq, _kernel(round(ax, 2)), axis=1, mode="reflect")
@@ -323,8 +330,8 @@ def _sacral_position(c, name):
 def _femur(c, name=None):
     """Femur: bright linear bone in the thigh with an acoustic shadow; its ends are the landmarks."""
     _obstetric_scene(c)
-    half, ang = c.uni(0.15, 0.27), c.uni(-0.45, 0.45)
-    cx, cy = c.place(half + 0.03, xr=(0.35, 0.65), yr=(0.45, 0.62))
+    half, ang = c.uni(0.13, 0.27), c.uni(-0.6, 0.6)
+    cx, cy = c.place(half + 0.03, xr=(0.3, 0.7), yr=(0.4, 0.68))
     d = (half * math.cos(ang), half * math.sin(ang))
     p0, p1 = (cx - d[0], cy - d[1]), (cx + d[0], cy + d[1])
     c.fill(c.ellipse(cx, cy, half + 0.07, c.uni(0.08, 0.11), ang) < 1, SOFT)
@@ -381,8 +388,8 @@ def _cervix(c, name=None):
     c.echo[:] = 0.45
     if c.chance(0.6):
         c.fill(c.ellipse(c.uni(0.3, 0.45), c.uni(0.18, 0.24), c.uni(0.1, 0.16), 0.06) < 1, FLUID)  # bladder
-    a, b, ang = c.uni(0.22, 0.3), c.uni(0.09, 0.13), c.uni(0.15, 0.55)
-    cx, cy = c.place(a * 0.9, xr=(0.4, 0.55), yr=(0.45, 0.58))
+    a, b, ang = c.uni(0.2, 0.3), c.uni(0.09, 0.13), c.uni(0.0, 0.7)
+    cx, cy = c.place(a * 0.9, xr=(0.33, 0.62), yr=(0.38, 0.66))
     d = (math.cos(ang), math.sin(ang))
     c.fill(c.ellipse(cx + 1.2 * a * d[0], cy + 1.2 * a * d[1], 0.5 * a, 2.0 * b, ang) < 1, 0.8)  # uterus
     c.fill(c.ellipse(cx - 1.05 * a * d[0], cy - 1.05 * a * d[1], 0.08, 0.05, ang) < 1, FLUID)  # fornix
@@ -403,9 +410,9 @@ def _intrapartum(c, name=None):
     IUGC landmarks: the symphysis's two ends and the point where the tangent from its inferior end
     touches the skull (on the side making the larger angle with the symphysis axis: angle of progression)."""
     c.echo[:] = 0.55
-    a, hx, hy = c.uni(0.19, 0.24), c.uni(0.52, 0.64), c.uni(0.56, 0.64)
+    a, hx, hy = c.uni(0.17, 0.24), c.uni(0.48, 0.68), c.uni(0.52, 0.68)
     b, hang = a * c.uni(0.82, 0.9), c.uni(-0.4, 0.4)
-    psi, gap, length = c.uni(-2.6, -2.0), c.uni(0.06, 0.1), c.uni(0.16, 0.22)
+    psi, gap, length = c.uni(-2.7, -1.9), c.uni(0.05, 0.1), c.uni(0.14, 0.22)
     ix, iy = hx + (a + gap) * math.cos(psi), hy + (a + gap) * math.sin(psi)
     gam = psi + c.uni(-0.5, 0.2)
     sx, sy = ix + length * math.cos(gam), iy + length * math.sin(gam)
@@ -529,14 +536,14 @@ def _thyroid(c, name=None):
     c.fill(c.layer(0.035, 0.01), 2.2)
     c.fill(c.layer(c.uni(0.11, 0.14), 0.04, c.uni(-0.1, 0.1), 0.01), 0.35)
     side = 1 if c.chance(0.5) else -1
-    lx, ly, la, lb = 0.5 - side * c.uni(0.0, 0.06), c.uni(0.43, 0.52), c.uni(0.3, 0.36), c.uni(0.17, 0.21)
+    lx, ly, la, lb = 0.5 - side * c.uni(-0.04, 0.1), c.uni(0.4, 0.56), c.uni(0.3, 0.36), c.uni(0.17, 0.21)
     c.fill(c.ellipse(0.5 - side * 0.46, ly, 0.07, 0.07) < 1, FLUID)  # carotid
     c.fill(c.ellipse(lx, ly, la, lb) < 1, 1.25)
     tr = c.ellipse(0.5 + side * 0.45, ly - 0.05, 0.13, 0.1)
     c.fill((tr < 1) & (tr > 0.8) & (c.gy < ly - 0.05), 3.0)
     c.shadow((tr < 1) & (tr > 0.8), 0.15)
     na = c.uni(0.06, 0.12)
-    nx, ny = lx + c.uni(-0.5, 0.5) * (la - na), ly + c.uni(-0.3, 0.3) * (lb - na)
+    nx, ny = lx + c.uni(-0.75, 0.75) * (la - na), ly + c.uni(-0.5, 0.5) * (lb - na)
     kind = int(c.rng.integers(4))
     r = c.ellipse(nx, ny, na, na * c.uni(0.7, 1.1), c.uni(-0.5, 0.5), c.irregular(0.1, 0.0) if c.chance(0.4) else None)
     nodule = r < 1
