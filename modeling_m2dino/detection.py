@@ -17,6 +17,9 @@ from transformers.utils import ModelOutput
 
 CLASS_COST, L1_COST, GIOU_COST = 1.0, 5.0, 2.0
 NO_OBJECT_WEIGHT = 0.1
+# Weight of the cross-entropy between a matched query's attention and its box's footprint on the patch grid:
+# it teaches the query where to look directly, instead of only through the box it derives from the attention.
+ATTENTION_LOSS_WEIGHT = 0.5
 
 
 @dataclass
@@ -27,6 +30,7 @@ class M2DinoObjectDetectionOutput(ModelOutput):
     loss_dict: dict | None = None
     logits: torch.Tensor | None = None
     pred_boxes: torch.Tensor | None = None
+    attention_maps: torch.Tensor | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
     router_logits: tuple[torch.Tensor, ...] | None = None
@@ -65,7 +69,28 @@ def patch_centers(height: int, width: int, device, dtype) -> torch.Tensor:
     return torch.stack([grid_x, grid_y], dim=-1).reshape(-1, 2)
 
 
+def box_footprint(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The share of each (h, w) grid cell's area that each normalised (cx, cy, w, h) box covers, normalised
+    to sum to one per box: (n, h * w)."""
+    height, width = size
+    corners = center_to_corners(boxes)
+    edges_x = torch.arange(width + 1, device=boxes.device, dtype=boxes.dtype) / width
+    edges_y = torch.arange(height + 1, device=boxes.device, dtype=boxes.dtype) / height
+    overlap_x = (torch.min(corners[:, None, 2], edges_x[None, 1:]) - torch.max(corners[:, None, 0], edges_x[None, :-1])).clamp(min=0)
+    overlap_y = (torch.min(corners[:, None, 3], edges_y[None, 1:]) - torch.max(corners[:, None, 1], edges_y[None, :-1])).clamp(min=0)
+    area = (overlap_y[:, :, None] * overlap_x[:, None, :]).flatten(1)
+    return area / area.sum(-1, keepdim=True).clamp(min=1e-12)
+
+
 class M2DinoDetectionHead(nn.Module):
+    """Each query attends over the patch grid; its box is the extent of what it attends to.
+
+    The attention-weighted mean of the patch centres gives the box centre (a soft-argmax), and their spread
+    the box size (a box of width w holds positions with standard deviation w / sqrt(12)), each patch counted
+    as its whole cell; small learned corrections refine both. Finding the object therefore sizes the box
+    too, which learns from few images, where regressing sizes from pooled features does not.
+    """
+
     def __init__(self, config, task):
         super().__init__()
         width = config.decoder_hidden_size
@@ -76,7 +101,7 @@ class M2DinoDetectionHead(nn.Module):
         self.query_mlp = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, width), nn.GELU())
         self.class_head = nn.Linear(width, task.num_classes + 1)
         self.center_offset = nn.Linear(width, 2)
-        self.size_head = nn.Linear(width, 2)
+        self.size_scale = nn.Linear(width, 2)
 
     def forward(self, feature_maps: tuple[torch.Tensor, ...], pooled_output: torch.Tensor):
         memory = self.input_projection(feature_maps[-1])
@@ -86,10 +111,14 @@ class M2DinoDetectionHead(nn.Module):
         attention = torch.einsum("qd,bnd->bqn", self.queries, self.key_projection(memory)) / memory.shape[-1] ** 0.5
         attention = attention.softmax(dim=-1)
         pooled = self.query_mlp(attention @ memory + self.queries)
-        center = attention @ positions + 0.5 * torch.tanh(self.center_offset(pooled)) / max(height, width)
-        size = torch.sigmoid(self.size_head(pooled))
-        boxes = torch.cat([center.clamp(0, 1), size], dim=-1)
-        return self.class_head(pooled), boxes
+        mean = attention @ positions
+        cell = positions.new_tensor([1.0 / width, 1.0 / height])
+        variance = attention @ positions.pow(2) - mean.pow(2) + cell.pow(2) / 12
+        extent = (12 * variance.clamp(min=0)).sqrt()
+        center = mean + 0.5 * torch.tanh(self.center_offset(pooled)) * cell
+        size = extent * torch.exp(torch.tanh(self.size_scale(pooled)))
+        boxes = torch.cat([center, size], dim=-1)  # unclamped, so every part keeps a gradient; post-processing clips
+        return self.class_head(pooled), boxes, attention.view(*attention.shape[:2], height, width)
 
 
 class DetectionType:
@@ -98,7 +127,7 @@ class DetectionType:
     name = "detection"
     head_class = M2DinoDetectionHead
     output_class = M2DinoObjectDetectionOutput
-    output_field = ("logits", "pred_boxes")
+    output_field = ("logits", "pred_boxes", "attention_maps")
 
     @staticmethod
     def stack_labels(samples: list[dict], task, image_size: tuple[int, int]) -> list[dict]:
@@ -160,17 +189,18 @@ class DetectionType:
 
     @classmethod
     def loss(cls, outputs: tuple[torch.Tensor, torch.Tensor], targets: list[dict], task) -> torch.Tensor:
-        """Class cross-entropy (no-object down-weighted) + L1 + GIoU on matched boxes."""
-        logits, boxes = outputs
+        """Class cross-entropy (no-object down-weighted) + L1 + GIoU on matched boxes + attention footprint."""
+        logits, boxes, attention_maps = outputs
         targets = [{k: v.to(logits.device) for k, v in t.items()} for t in targets]
         matches = cls.match(logits, boxes, targets)
         num_classes = logits.shape[-1] - 1
         target_classes = torch.full(logits.shape[:2], num_classes, dtype=torch.long, device=logits.device)
-        matched_pred, matched_target = [], []
+        matched_pred, matched_target, matched_attention = [], [], []
         for image, ((query_idx, target_idx), target) in enumerate(zip(matches, targets)):
             target_classes[image, query_idx] = target["class_labels"][target_idx]
             matched_pred.append(boxes[image, query_idx])
             matched_target.append(target["boxes"][target_idx])
+            matched_attention.append(attention_maps[image, query_idx])
         class_weights = torch.ones(num_classes + 1, device=logits.device)
         class_weights[-1] = NO_OBJECT_WEIGHT
         class_loss = F.cross_entropy(logits.float().transpose(1, 2), target_classes, weight=class_weights)
@@ -178,7 +208,10 @@ class DetectionType:
         num_boxes = max(pred.shape[0], 1)
         l1 = F.l1_loss(pred, target, reduction="sum") / num_boxes
         giou = (1 - torch.diag(generalized_box_iou(center_to_corners(pred), center_to_corners(target)))).sum() / num_boxes
-        return CLASS_COST * class_loss + L1_COST * l1 + GIOU_COST * giou
+        attention = torch.cat(matched_attention).float()
+        footprint = box_footprint(target, attention.shape[-2:])
+        attention_loss = -(footprint * attention.flatten(1).clamp(min=1e-8).log()).sum() / num_boxes
+        return CLASS_COST * class_loss + L1_COST * l1 + GIOU_COST * giou + ATTENTION_LOSS_WEIGHT * attention_loss
 
     @staticmethod
     def encode(processor, example: dict) -> tuple[torch.Tensor, dict]:
@@ -202,7 +235,7 @@ class DetectionType:
         """Per image: `scores`, `labels` and `boxes` (x_min, y_min, x_max, y_max; original pixels with `target_sizes`)."""
         probs = logits.float().softmax(-1)[..., :-1]
         scores, labels = probs.max(-1)
-        corners = center_to_corners(pred_boxes.float())
+        corners = center_to_corners(pred_boxes.float()).clamp(0, 1)
         if target_sizes is not None:
             sizes = torch.as_tensor(target_sizes, dtype=corners.dtype, device=corners.device)
             corners = corners * torch.stack([sizes[:, 1], sizes[:, 0], sizes[:, 1], sizes[:, 0]], dim=1)[:, None, :]
