@@ -135,11 +135,12 @@ def plan_runs(run: M2DinoRunArguments, available: list[str], registry) -> list[t
     groups = clinical_groups(specs)
     if run.groups:
         with open(run.groups, encoding="utf-8") as f:
-            groups = {name: [t for t in members if t in tasks] for name, members in json.load(f).items()}
+            declared = json.load(f)
+        unknown = sorted({t for members in declared.values() for t in members} - {t.id for t in registry})
+        groups = {name: [t for t in members if t in tasks] for name, members in declared.items()}
         listed = [t for members in groups.values() for t in members]
         twice = sorted({t for t in listed if listed.count(t) > 1})
         left_out = sorted(set(tasks) - set(listed))
-        unknown = sorted({t for members in json.load(open(run.groups)).values() for t in members} - {t.id for t in registry})
         if twice or left_out or unknown:
             raise SystemExit(f"{run.groups}: tasks in two groups {twice}; tasks in no group {left_out}; unknown tasks {unknown}")
     return [(name, members) for name, members in groups.items() if members]

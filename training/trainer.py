@@ -12,7 +12,6 @@ What it adds to `transformers.Trainer`:
   half-written `checkpoint-N` that a resume would pick up.
 """
 
-import math
 import os
 import shutil
 
@@ -132,6 +131,3 @@ class MultiTaskTrainer(Trainer):
             if stale not in keep:
                 shutil.rmtree(os.path.join(run_dir, stale), ignore_errors=True)
 
-
-def steps_per_epoch(num_examples: int, global_batch: int) -> int:
-    return max(1, math.ceil(num_examples / global_batch))
