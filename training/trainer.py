@@ -130,4 +130,3 @@ class MultiTaskTrainer(Trainer):
         for stale in checkpoints:
             if stale not in keep:
                 shutil.rmtree(os.path.join(run_dir, stale), ignore_errors=True)
-
