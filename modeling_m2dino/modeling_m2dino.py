@@ -297,13 +297,7 @@ class M2DinoModel(M2DinoPreTrainedModel):
         if output_hidden_states:
             all_hidden_states.append(hidden_states)
 
-        sequence_output = self.norm(hidden_states)
-        grid = (height // self.config.patch_size, width // self.config.patch_size)
-        prefix = 1 + self.config.num_register_tokens
-        feature_maps = tuple(
-            self.tokens_to_map(sequence_output if level is hidden_states else self.norm(level), prefix, grid)
-            for level in levels
-        )
+        sequence_output, feature_map, feature_maps = self.spatial_features(hidden_states, levels, (height, width))
         aux_loss = None
         if router_logits:
             num_experts, top_k = self.config.num_experts, self.config.num_experts_per_tok
@@ -312,7 +306,7 @@ class M2DinoModel(M2DinoPreTrainedModel):
         return M2DinoModelOutput(
             last_hidden_state=sequence_output,
             pooler_output=sequence_output[:, 0],
-            feature_map=self.tokens_to_map(sequence_output, prefix, grid),
+            feature_map=feature_map,
             feature_maps=feature_maps,
             hidden_states=tuple(all_hidden_states) if output_hidden_states else None,
             attentions=tuple(all_attentions) if output_attentions else None,
@@ -348,18 +342,22 @@ class M2DinoModel(M2DinoPreTrainedModel):
                 hidden_states = layer(hidden_states, position_embeddings=position_embeddings, task_ids=per_sample_tasks)[0]
             if index in self.config.feature_layers:
                 levels.append(hidden_states)
-        sequence_output = self.norm(hidden_states)
-        grid = (height // self.config.patch_size, width // self.config.patch_size)
-        prefix = 1 + self.config.num_register_tokens
-        feature_maps = tuple(
-            self.tokens_to_map(sequence_output if level is hidden_states else self.norm(level), prefix, grid)
-            for level in levels
-        )
+        sequence_output, feature_map, feature_maps = self.spatial_features(hidden_states, levels, (height, width))
         return M2DinoModelOutput(
             last_hidden_state=sequence_output, pooler_output=sequence_output[:, 0],
-            feature_map=feature_maps[-1] if levels[-1] is hidden_states else self.tokens_to_map(sequence_output, prefix, grid),
-            feature_maps=feature_maps,
+            feature_map=feature_map, feature_maps=feature_maps,
         )
+
+    def spatial_features(self, hidden_states, levels, image_size):
+        """The final normalised tokens, their spatial map, and the (normalised) maps of the feature levels."""
+        sequence_output = self.norm(hidden_states)
+        grid = (image_size[0] // self.config.patch_size, image_size[1] // self.config.patch_size)
+        prefix = 1 + self.config.num_register_tokens
+        feature_map = self.tokens_to_map(sequence_output, prefix, grid)
+        feature_maps = tuple(
+            feature_map if level is hidden_states else self.tokens_to_map(self.norm(level), prefix, grid) for level in levels
+        )
+        return sequence_output, feature_map, feature_maps
 
     @staticmethod
     def tokens_to_map(tokens: torch.Tensor, num_prefix_tokens: int, grid: tuple[int, int]) -> torch.Tensor:
