@@ -15,6 +15,7 @@ class M2DinoImageClassifierOutput(ImageClassifierOutput):
 
     router_logits: tuple[torch.Tensor, ...] | None = None
     aux_loss: torch.Tensor | None = None
+    indices: torch.LongTensor | None = None  # batch positions of these samples (M2DinoForMultiTask)
 
 
 class M2DinoClassificationHead(nn.Module):

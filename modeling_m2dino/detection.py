@@ -35,6 +35,7 @@ class M2DinoObjectDetectionOutput(ModelOutput):
     attentions: tuple[torch.Tensor, ...] | None = None
     router_logits: tuple[torch.Tensor, ...] | None = None
     aux_loss: torch.Tensor | None = None
+    indices: torch.LongTensor | None = None  # batch positions of these samples (M2DinoForMultiTask)
 
 
 def center_to_corners(boxes: torch.Tensor) -> torch.Tensor:

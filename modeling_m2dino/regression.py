@@ -27,6 +27,7 @@ class M2DinoKeypointDetectionOutput(ModelOutput):
     attentions: tuple[torch.Tensor, ...] | None = None
     router_logits: tuple[torch.Tensor, ...] | None = None
     aux_loss: torch.Tensor | None = None
+    indices: torch.LongTensor | None = None  # batch positions of these samples (M2DinoForMultiTask)
 
 
 def soft_argmax(heatmaps: torch.Tensor) -> torch.Tensor:

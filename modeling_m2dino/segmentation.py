@@ -15,6 +15,7 @@ class M2DinoSemanticSegmenterOutput(SemanticSegmenterOutput):
 
     router_logits: tuple[torch.Tensor, ...] | None = None
     aux_loss: torch.Tensor | None = None
+    indices: torch.LongTensor | None = None  # batch positions of these samples (M2DinoForMultiTask)
 
 
 def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:

@@ -180,7 +180,7 @@ def train_one(name, task_ids, run, training, sources, registry, image_size, call
     n_train = {t: train_subset.tasks.count(t) for t in task_ids}
     for task_id, result in results["tasks"].items():
         result["n_train"] = n_train[task_id]
-    results.update(paradigm=run.paradigm, run=name, data=data_description, seed=training.seed,
+    results.update(paradigm=run.paradigm, run=name, data=data_description, seed=training.seed, world_size=training.world_size,
                    max_steps=training.max_steps, preset=run.preset, router_mode=model.config.router_mode)
     if trainer.is_world_process_zero():
         trainer.save_model(output_dir)

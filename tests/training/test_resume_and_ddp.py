@@ -70,12 +70,16 @@ def test_two_process_gloo_run_matches_single_process_with_the_same_global_batch(
     single = subprocess.run([sys.executable, "-m", "m2dino_training.train", *common, "--per_device_train_batch_size", "8",
                              "--output_dir", str(tmp_path / "single")], capture_output=True, text=True)
     assert single.returncode == 0, single.stderr[-3000:]
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "m2dino_training.train"]
+    # accelerate's `--cpu` flag runs one process; `--multi_gpu` starts the processes (torchrun underneath), and
+    # `--use_cpu true` makes them train on the CPU with gloo.
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517", "-m", "m2dino_training.train"]
     distributed = subprocess.run([*launch, *common, "--per_device_train_batch_size", "4", "--output_dir", str(tmp_path / "ddp")],
                                  capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert distributed.returncode == 0, distributed.stderr[-3000:]
     single_losses, ddp_losses = logged_losses(tmp_path / "single"), logged_losses(tmp_path / "ddp")
     assert len(single_losses) == len(ddp_losses) == 3
+    state = json.loads((tmp_path / "ddp" / "eval_results.json").read_text())
+    assert state["world_size"] == 2
     for a, b in zip(single_losses, ddp_losses):
         assert b == pytest.approx(a, rel=1e-3, abs=1e-4)
