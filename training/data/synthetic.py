@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
 import os
 import shutil
 import sys
 import time
+import zlib
+from collections import namedtuple
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -37,6 +40,7 @@ from modeling_m2dino.tasks import CSV_TASK_NAMES, FMC_UIA_TASKS, TaskSpec
 SPLITS = ("train", "val", "test")
 _SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 _TASK_POS = {t.id: k for k, t in enumerate(FMC_UIA_TASKS)}
+_TASK_KEY = {t.id: zlib.crc32(t.id.encode()) for t in FMC_UIA_TASKS}  # stable when the registry is reordered
 
 # Train examples per task at scale=1.0, mirroring the real imbalance at roughly a tenth of its size:
 # obstetrics large, breast / lung / detection / regression small. Val and test: VAL_FRACTION of train.
@@ -69,16 +73,9 @@ CLASS_WEIGHTS = {
 FLUID, BRAIN, SOFT, BONE = 0.03, 0.35, 0.7, 4.0
 
 
-@dataclass(frozen=True)
-class _Style:
-    """A clinical group's look, shared by all its tasks: display gain, net depth attenuation, speckle
-    grain (PSF sigmas, axial and lateral, in pixels at 224 px) and low-frequency tissue heterogeneity."""
-
-    gain_db: float
-    atten_db: float
-    psf: tuple
-    texture: float
-
+# A clinical group's look, shared by all its tasks: display gain, net depth attenuation, speckle grain
+# (PSF sigmas, axial and lateral, in pixels at 224 px) and low-frequency tissue heterogeneity.
+_Style = namedtuple("_Style", "gain_db atten_db psf texture")
 
 _STYLES = {
     "obstetrics": _Style(0.0, 9.0, (0.9, 1.7), 0.25),
@@ -224,9 +221,6 @@ class _Canvas:
         self.echo[region] = echo if np.isscalar(echo) else echo[region]
         if part in self.parts:
             self.mask[region] = self.parts[part]
-
-    def scale(self, region, factor):
-        self.echo[region] *= factor
 
     def shadow(self, region, factor):
         """Posterior shadowing (factor < 1) or enhancement (> 1) in the columns beneath a structure."""
@@ -416,7 +410,7 @@ def _intrapartum(c, name=None):
     ix, iy = hx + (a + gap) * math.cos(psi), hy + (a + gap) * math.sin(psi)
     gam = psi + c.uni(-0.5, 0.2)
     sx, sy = ix + length * math.cos(gam), iy + length * math.sin(gam)
-    sym = c.ellipse((ix + sx) / 2, (iy + sy) / 2, length / 2, c.uni(0.025, 0.035), gam) < 1
+    sym = c.ellipse((ix + sx) / 2, (iy + sy) / 2, length / 2, c.uni(0.032, 0.045), gam) < 1
     c.fill(sym, 3.5, "symphysis")
     c.shadow(sym, 0.5)
     _skull(c, hx, hy, a, b, hang, part="head")
@@ -873,7 +867,7 @@ class SyntheticUltrasoundSuite:
         if index < 2 * k:
             return index % k
         w = np.asarray(CLASS_WEIGHTS.get(spec.id, (1,) * k), np.float64)
-        t = (index * 0.6180339887498949 + 0.5 * _SPLIT_CODE[split]) % 1.0
+        t = (index * 0.6180339887498949 + 0.37 * _SPLIT_CODE[split]) % 1.0
         return min(k - 1, int(np.searchsorted(np.cumsum(w) / w.sum(), t, side="right")))
 
     def example(self, task, split: str, index: int) -> dict:
@@ -883,7 +877,7 @@ class SyntheticUltrasoundSuite:
         if not 0 <= index < n_split:
             raise IndexError(f"{spec.id}/{split}: index {index} out of range [0, {n_split})")
         entry, n = _ANATOMY[spec.id], self.image_size
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, _TASK_POS[spec.id], _SPLIT_CODE[split], int(index)]))
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, _TASK_KEY[spec.id], _SPLIT_CODE[split], int(index)]))
         label = self.class_of(spec, split, index) if spec.type == "classification" else None
         canvas = _Canvas(n, rng, entry.probe, spec, entry.parts)
         geometry = entry.draw(canvas, spec.labels[label] if label is not None else None) or {}
@@ -923,12 +917,14 @@ class SyntheticUltrasoundSuite:
             "points": datasets.Sequence(datasets.Sequence(datasets.Value("float32"), length=2)),
         })
 
-        def rows(suite, split, ids):
+        def rows(suite, split, ids, code):
             for ex in suite.examples(split, ids):
                 yield {k: (v.tolist() if isinstance(v, np.ndarray) and k not in ("image", "mask") else v) for k, v in ex.items()}
 
+        # The generator's fingerprint (datasets' cache key) must change whenever the drawing code does.
+        code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
         return datasets.Dataset.from_generator(rows, features=feats, gen_kwargs={
-            "suite": self, "split": _check_split(split), "ids": [t.id for t in self._select(tasks)]})
+            "suite": self, "split": _check_split(split), "ids": [t.id for t in self._select(tasks)], "code": code})
 
     def benchmark(self, n: int = 200, split: str = "train") -> float:
         """Generation speed in images per second, over n examples drawn across all the suite's tasks."""
