@@ -17,7 +17,8 @@ class TaskSpec:
     `num_classes` counts classes for segmentation (background included), classification and detection;
     `num_points` counts landmarks for regression. `labels` names the classes (or the points).
     `allow_flip` is False for tasks whose label is a position or an orientation, so augmentation never
-    mirrors their images.
+    mirrors their images. `mirror_pairs` lists landmark index pairs named by image side (left / right
+    end), which swap when an image is mirrored.
     """
 
     id: str
@@ -28,6 +29,7 @@ class TaskSpec:
     group: str = "other"
     loss_weight: float = 1.0
     allow_flip: bool = True
+    mirror_pairs: list[list[int]] = field(default_factory=list)
 
     def __post_init__(self):
         # Ids key the heads' ModuleDict and name adapters and folders: no dots, slashes or spaces.
@@ -51,6 +53,9 @@ class TaskSpec:
         self.labels = list(self.labels) if self.labels else [f"{'point' if self.num_points else 'class'}_{i}" for i in range(count)]
         if len(self.labels) != count:
             raise ValueError(f"task {self.id!r}: {len(self.labels)} labels given for {count} classes or points")
+        self.mirror_pairs = [[int(i) for i in pair] for pair in self.mirror_pairs]
+        if any(len(pair) != 2 or not all(0 <= i < (self.num_points or 0) for i in pair) for pair in self.mirror_pairs):
+            raise ValueError(f"task {self.id!r}: mirror_pairs must be pairs of landmark indices, got {self.mirror_pairs}")
         if not self.loss_weight >= 0:
             raise ValueError(f"task {self.id!r}: loss_weight must be >= 0, got {self.loss_weight!r}")
 
@@ -73,9 +78,9 @@ class TaskSpec:
         return asdict(self)
 
 
-def _task(id, type, count, labels, group, allow_flip=True):
+def _task(id, type, count, labels, group, **options):
     key = "num_points" if type == "regression" else "num_classes"
-    return TaskSpec(id=id, type=type, labels=labels, group=group, allow_flip=allow_flip, **{key: count})
+    return TaskSpec(id=id, type=type, labels=labels, group=group, **{key: count}, **options)
 
 
 _OCCIPUT = ["OA", "LOA", "LOT", "LOP", "OP", "ROP", "ROT", "ROA"]
@@ -86,7 +91,7 @@ _SACRUM = ["SA", "LSA", "LST", "LSP", "SP", "RSP", "RST", "RSA"]
 FMC_UIA_TASKS: tuple[TaskSpec, ...] = (
     _task("FUGC", "regression", 2, ["internal_os", "external_os"], "obstetrics"),
     _task("IUGC", "regression", 3, ["symphysis_superior", "symphysis_inferior", "head_tangent"], "obstetrics"),
-    _task("fetal_femur", "regression", 2, ["femur_end_a", "femur_end_b"], "obstetrics"),
+    _task("fetal_femur", "regression", 2, ["femur_left_end", "femur_right_end"], "obstetrics", mirror_pairs=[[0, 1]]),
     _task("fetal_head_pos_cls", "classification", 8, _OCCIPUT, "obstetrics", allow_flip=False),
     _task("fetal_plane_cls", "classification", 6, ["abdomen", "brain", "femur", "thorax", "cervix", "other"], "obstetrics"),
     _task("fetal_sacral_pos_cls", "classification", 8, _SACRUM, "obstetrics", allow_flip=False),

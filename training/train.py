@@ -42,7 +42,7 @@ class M2DinoRunArguments:
     num_experts: int | None = field(default=None)
     top_k: int | None = field(default=None, metadata={"help": "experts per routed unit"})
     image_size: int | None = field(default=None, metadata={"help": "processed image side (default: the preset's)"})
-    sampler: str = field(default="homogeneous", metadata={"help": "homogeneous (one task per batch) or mixed"})
+    sampler: str = field(default="mixed", metadata={"help": "mixed (every head learns every step) or homogeneous (one task per batch)"})
     task_weighting: str = field(default="temperature", metadata={"help": "uniform, proportional or temperature"})
     temperature: float = field(default=2.0, metadata={"help": "task probability ~ n_task^(1/T) with temperature weighting"})
     augment: bool = field(default=True)
@@ -54,9 +54,9 @@ class M2DinoRunArguments:
 def parse_arguments(argv=None) -> tuple[M2DinoRunArguments, TrainingArguments]:
     parser = HfArgumentParser((M2DinoRunArguments, TrainingArguments))
     parser.set_defaults(output_dir="m2dino", report_to="none", remove_unused_columns=False, save_strategy="no",
-                        eval_strategy="no", logging_steps=25, learning_rate=5e-4, weight_decay=0.05, warmup_steps=0.05,
-                        lr_scheduler_type="cosine", per_device_train_batch_size=32, per_device_eval_batch_size=64,
-                        max_steps=600, use_cpu=not torch.cuda.is_available(), dataloader_num_workers=2,
+                        eval_strategy="no", logging_steps=50, learning_rate=1e-3, weight_decay=0.05, warmup_steps=0.05,
+                        lr_scheduler_type="cosine", per_device_train_batch_size=64, per_device_eval_batch_size=64,
+                        max_steps=1000, use_cpu=not torch.cuda.is_available(), dataloader_num_workers=1,
                         ddp_find_unused_parameters=True, disable_tqdm=False)
     run, training = parser.parse_args_into_dataclasses(args=argv)
     for name, value, valid in (("paradigm", run.paradigm, PARADIGMS), ("sampler", run.sampler, SAMPLER_MODES),
@@ -197,6 +197,9 @@ def train_one(name, task_ids, run, training, sources, registry, image_size, call
 
 def main(argv=None, callbacks=None) -> dict:
     run, training = parse_arguments(argv)
+    if training.use_cpu and "OMP_NUM_THREADS" not in os.environ:
+        # Leave a core to each data worker: oversubscribed OpenMP threads spin and slow small models many-fold.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - training.dataloader_num_workers))
     registry = list(FMC_UIA_TASKS)
     image_size = run.image_size or M2DinoConfig.from_preset(run.preset).image_size
     sources = load_sources(run, training.data_seed or training.seed, image_size, registry)

@@ -272,3 +272,15 @@ def test_matrix_helpers():
     ellipse, corners = transform_boxes(square, rotated, "ellipse")[0], transform_boxes(square, rotated, "corners")[0]
     np.testing.assert_allclose(ellipse, [40, 40, 60, 60], atol=1e-4)  # a circle's box does not grow
     np.testing.assert_allclose(corners, [50 - 10 * 2**0.5, 50 - 10 * 2**0.5, 50 + 10 * 2**0.5, 50 + 10 * 2**0.5], atol=1e-4)
+
+
+def test_side_named_landmarks_keep_their_side_under_a_flip():
+    """fetal_femur's points are its left and right ends (registry `mirror_pairs`): after any augmentation,
+    point 0 is still the one further left."""
+    image = np.zeros((64, 64), np.uint8)
+    example = {"image": image, "task": "fetal_femur", "label": None, "mask": None, "boxes": None,
+               "class_labels": None, "points": np.array([[20.0, 30.0], [44.0, 34.0]], np.float32)}
+    augmenter = Augmenter(AugmentConfig(flip_prob=1.0, max_rotation=0.0, scale=(1.0, 1.0)))
+    for index in range(20):
+        points = augmenter(example, seed=0, epoch=0, index=index)["points"]
+        assert points[0, 0] < points[1, 0]

@@ -31,9 +31,9 @@ Design, in the order the code runs:
   a mirror image changes the left/right class) nor to tasks listed in `config.no_flip_tasks`.
   Landmark tasks are flipped: their points are anatomically named (internal os, symphysis superior,
   femur end ...), not "left point / right point", so mirroring moves each landmark together with its
-  anatomy and the coordinates alone carry the flip; point i stays point i. If a dataset does define
-  a point by its image side, list the pair in `config.flip_point_pairs` (swapped on every flip) or
-  the task in `no_flip_tasks`.
+  anatomy and the coordinates alone carry the flip; point i stays point i. Points defined by their
+  image side (the femur's left and right ends) swap on a flip: the registry lists them as the task's
+  `mirror_pairs`, and `config.flip_point_pairs` overrides that per task.
 * Intensity (gain, contrast, multiplicative gamma speckle) touches the image only, after geometry,
   and keeps the dtype: uint8 stays uint8, uint16 stays uint16 (clipped to the dtype's range). RGB
   images get the same speckle on every channel, since speckle is a property of the tissue.
@@ -308,7 +308,7 @@ class Augmenter:
         points = example.get("points")
         if points is not None:
             moved = transform_points(points, matrix)
-            pairs = self.config.flip_point_pairs.get(example["task"], ())
+            pairs = self.config.flip_point_pairs.get(example["task"], self.tasks[example["task"]].mirror_pairs)
             if params.flipped and pairs:
                 order = np.arange(len(moved))
                 for i, j in pairs:
