@@ -184,6 +184,10 @@ def train_one(name, task_ids, run, training, sources, registry, image_size, call
                    max_steps=training.max_steps, preset=run.preset, router_mode=model.config.router_mode)
     if trainer.is_world_process_zero():
         trainer.save_model(output_dir)
+        # The Trainer pickles its arguments beside the weights; a folder meant for the hub keeps them as JSON.
+        os.remove(os.path.join(output_dir, "training_args.bin"))
+        with open(os.path.join(output_dir, "training_args.json"), "w", encoding="utf-8") as f:
+            f.write(training.to_json_string())
         processor.save_pretrained(output_dir)
         with open(os.path.join(output_dir, "eval_results.json"), "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2)

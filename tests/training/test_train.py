@@ -49,6 +49,7 @@ def test_au_run_writes_a_folder_the_auto_classes_load(trained_au):
         assert METRIC_KEYS[result["type"]] <= set(result["metrics"]), task_id
         assert {"baseline", "difference", "n_train", "n_eval"} <= set(result)
     assert (out / "README.md").exists() and (out / "preprocessor_config.json").exists()
+    assert not list(out.glob("*.bin")) and not list(out.glob("*.pt")), "only safetensors and JSON in a model folder"
     log = json.loads((out / "train_log.json").read_text())
     assert any("router_loss" in entry and any(k.startswith("loss_") for k in entry) for entry in log)
 
