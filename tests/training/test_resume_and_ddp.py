@@ -61,12 +61,13 @@ def logged_losses(folder):
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed support")
 def test_two_process_gloo_run_matches_single_process_with_the_same_global_batch(tmp_path):
-    # Classification and regression losses are means over samples, so averaging two half-batch losses (DDP)
-    # equals the full-batch loss; the tolerance covers float summation order over three steps.
+    # With one task per global batch, and classification and regression losses that are means over samples,
+    # averaging the two half-batch losses (DDP) equals the full-batch loss; the tolerance covers float
+    # summation order over three steps. (Mixed batches sum per-task means, which halves do not average to.)
     common = ["--data", "synthetic", "--max_steps", "3", "--seed", "3", "--use_cpu", "true", "--preset", "tiny",
               "--image_size", "32", "--synthetic_scale", "0.02", "--dataloader_num_workers", "0", "--logging_steps", "1",
               "--eval_examples_per_task", "4", "--disable_tqdm", "true", "--tasks", "breast_3cls", "lung_2cls", "IUGC",
-              "--learning_rate", "1e-3"]
+              "--learning_rate", "1e-3", "--sampler", "homogeneous"]
     single = subprocess.run([sys.executable, "-m", "m2dino_training.train", *common, "--per_device_train_batch_size", "8",
                              "--output_dir", str(tmp_path / "single")], capture_output=True, text=True)
     assert single.returncode == 0, single.stderr[-3000:]
