@@ -345,9 +345,9 @@ def _fetal_abdomen(c, name=None):
     r = c.ellipse(cx, cy, a, b, ang)
     c.fill(r < 1, SOFT, "abdomen")
     c.fill((r < 1) & (r > 1 - 0.015 / b), 1.5)
-    c.fill(c.ellipse(*at(2.0, 0.4), 0.3 * b, 0.2 * b, ang + 2.0) < 1, FLUID, "stomach")
-    c.fill(c.ellipse(*at(math.pi + 0.3, 0.35), 0.3 * b, 0.04, ang + math.pi / 2 + 0.4) < 1, FLUID, "umbilical_vein")
-    spine = c.ellipse(*at(0.0, 0.7), 0.06, 0.04, ang + math.pi / 2) < 1
+    c.fill(c.ellipse(*at(2.0, 0.42), 0.36 * b, 0.25 * b, ang + 2.0) < 1, FLUID, "stomach")
+    c.fill(c.ellipse(*at(math.pi + 0.3, 0.35), 0.32 * b, 0.05, ang + math.pi / 2 + 0.4) < 1, FLUID, "umbilical_vein")
+    spine = c.ellipse(*at(0.0, 0.68), 0.07, 0.05, ang + math.pi / 2) < 1
     c.fill(spine, BONE, "spine")
     c.shadow(spine, 0.4)
     return {}
@@ -403,7 +403,7 @@ def _intrapartum(c, name=None):
 
     IUGC landmarks: the symphysis's two ends and the point where the tangent from its inferior end
     touches the skull (on the side making the larger angle with the symphysis axis: angle of progression)."""
-    c.echo[:] = 0.55
+    c.echo[:] = 0.85  # perineal soft tissue, brighter than the fetal brain
     a, hx, hy = c.uni(0.17, 0.24), c.uni(0.48, 0.68), c.uni(0.52, 0.68)
     b, hang = a * c.uni(0.82, 0.9), c.uni(-0.4, 0.4)
     psi, gap, length = c.uni(-2.7, -1.9), c.uni(0.05, 0.1), c.uni(0.14, 0.22)
@@ -692,7 +692,7 @@ def _organ(c, name):
 
 
 def _ovary(c, name=None):
-    """Adnexal mass: cystic (septa, a papillary nodule), solid or mixed, with a bright wall; a normal
+    """Adnexal mass: cystic (bright septa), solid (small cystic spaces) or mixed, with a bright wall; a normal
     follicle-bearing ovary next to it as a distractor half of the time."""
     c.echo[:] = 0.55
     a = c.uni(0.14, 0.22)
