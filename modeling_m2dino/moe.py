@@ -102,18 +102,66 @@ def dispatch_to_experts(tokens, weights, indices, experts) -> torch.Tensor:
     """sum_k weights[n, k] * experts[indices[n, k]](tokens[n]) for every token n.
 
     One sort groups the (token, slot) assignments by expert; each chosen expert then runs once on a contiguous
-    slice, and one `index_add_` scatters the weighted results back.
+    slice. Moving rows to and from that order is a gather both ways, forward and backward (see `_ToExpertOrder`).
     """
-    top_k = indices.shape[-1]
+    num_experts, top_k = len(experts), indices.shape[-1]
     flat_experts = indices.reshape(-1)
     order = flat_experts.argsort(stable=True)
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(order.numel(), device=order.device)
     token_of_assignment = order // top_k
-    counts = torch.bincount(flat_experts, minlength=len(experts)).tolist()
-    routed = tokens.index_select(0, token_of_assignment).split(counts)
-    expert_outputs = [experts[e](chunk) for e, chunk in enumerate(routed) if counts[e] > 0]
+    # Counted into a fixed-size tensor (unlike bincount) so that torch.compile sees a static shape.
+    counts = torch.zeros(num_experts, dtype=torch.long, device=flat_experts.device)
+    counts = counts.index_add_(0, flat_experts, torch.ones_like(flat_experts)).tolist()  # one host sync per layer
+    routed = _ToExpertOrder.apply(tokens, token_of_assignment, inverse, top_k).split(counts)
+    if torch.compiler.is_compiling():
+        # Compiled, the counts are symbolic and cannot be branched on: an unchosen expert runs on zero rows
+        # (no arithmetic) and its weights get a zero gradient instead of none.
+        expert_outputs = [expert(chunk) for expert, chunk in zip(experts, routed)]
+    else:
+        expert_outputs = [experts[e](chunk) for e, chunk in enumerate(routed) if counts[e] > 0]
     gates = weights.reshape(-1)[order].to(tokens.dtype).unsqueeze(-1)
-    weighted = torch.cat(expert_outputs) * gates
-    return torch.zeros_like(tokens).index_add_(0, token_of_assignment, weighted)
+    return _FromExpertOrder.apply(torch.cat(expert_outputs) * gates, token_of_assignment, inverse, top_k)
+
+
+def _sum_assignments(rows, inverse, top_k):
+    """Rows in expert order -> per-token sums over the token's top_k assignments (token order)."""
+    return rows.index_select(0, inverse).view(-1, top_k, rows.shape[-1]).sum(dim=1)
+
+
+class _ToExpertOrder(torch.autograd.Function):
+    """tokens (T, C) -> their copies in expert order (T * top_k, C).
+
+    Autograd would turn the backward of this gather into an `index_add_` scatter, which on CPU is many times slower
+    than a gather; since every token has exactly top_k assignments, the backward is a gather plus a sum over k.
+    The pair of functions are each other's backward, so higher-order gradients work too.
+    """
+
+    @staticmethod
+    def forward(ctx, tokens, token_of_assignment, inverse, top_k):
+        ctx.save_for_backward(token_of_assignment, inverse)
+        ctx.top_k = top_k
+        return tokens.index_select(0, token_of_assignment)
+
+    @staticmethod
+    def backward(ctx, grad_rows):
+        token_of_assignment, inverse = ctx.saved_tensors
+        return _FromExpertOrder.apply(grad_rows, token_of_assignment, inverse, ctx.top_k), None, None, None
+
+
+class _FromExpertOrder(torch.autograd.Function):
+    """Rows in expert order (T * top_k, C) -> per-token sums (T, C); the adjoint of `_ToExpertOrder`."""
+
+    @staticmethod
+    def forward(ctx, rows, token_of_assignment, inverse, top_k):
+        ctx.save_for_backward(token_of_assignment, inverse)
+        ctx.top_k = top_k
+        return _sum_assignments(rows, inverse, top_k)
+
+    @staticmethod
+    def backward(ctx, grad_tokens):
+        token_of_assignment, inverse = ctx.saved_tensors
+        return _ToExpertOrder.apply(grad_tokens, token_of_assignment, inverse, ctx.top_k), None, None, None
 
 
 def load_balancing_loss(router_logits: list[torch.Tensor], num_experts: int, top_k: int) -> torch.Tensor:
