@@ -3,7 +3,7 @@
 `measure_data_pipeline` times, in one run: synthetic images generated per second (one process), then the
 full loader (generation + augmentation + processing + collation) through a `DataLoader` with worker
 processes, then the training step of a model of the requested preset on the same image size, so the ratio
-of the two is measured side by side on the same machine. `m2dino-bench --data_pipeline` prints it.
+of the two is measured side by side on the same machine. `python -m m2dino_training.data.throughput` prints it.
 """
 
 import time
@@ -69,3 +69,30 @@ def measure_data_pipeline(preset: str = "small", image_size: int = 224, batch_si
         "loader_over_train": loaded / trained,
         "target_loader_over_train": 5.0,
     }
+
+
+def main(argv=None):
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description="Data pipeline vs training throughput, side by side.")
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--image_size", type=int, default=224)
+    parser.add_argument("--num_workers", type=int, default=2)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--output", help="write the figures as JSON here")
+    args = parser.parse_args(argv)
+    figures = measure_data_pipeline(args.preset, args.image_size, args.batch_size, args.num_workers)
+    print(f"| figure ({args.preset}, {args.image_size} px) | images/s |\n|---|---|")
+    print(f"| synthetic generation (1 process) | {figures['synthetic_images_per_s']:.1f} |")
+    print(f"| loader + augmentation + collation ({args.num_workers} workers) | {figures['loader_images_per_s']:.1f} |")
+    print(f"| training step (forward + backward + AdamW) | {figures['train_images_per_s']:.1f} |")
+    print(f"| loader / training | {figures['loader_over_train']:.1f}x (target >= 5x) |")
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            json.dump(figures, f, indent=2)
+    return figures
+
+
+if __name__ == "__main__":
+    main()
