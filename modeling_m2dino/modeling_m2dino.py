@@ -233,7 +233,8 @@ class M2DinoModel(M2DinoPreTrainedModel):
             task_ids = task_ids.expand(batch_size)
         if task_ids.shape != (batch_size,) or task_ids.is_floating_point():
             raise ValueError(f"expected {batch_size} task ids (one per image), got shape {tuple(task_ids.shape)}")
-        if task_ids.numel() and (task_ids.min() < 0 or task_ids.max() >= len(self.task_index)):
+        # Checks that branch on tensor values would break a torch.compile graph: eager only.
+        if not torch.compiler.is_compiling() and task_ids.numel() and (task_ids.min() < 0 or task_ids.max() >= len(self.task_index)):
             raise ValueError(f"task_ids must lie in 0..{len(self.task_index) - 1}, got {task_ids.tolist()}")
         return task_ids.long()
 
@@ -258,7 +259,7 @@ class M2DinoModel(M2DinoPreTrainedModel):
             mean = torch.tensor(self.config.image_mean, device=pixel_values.device)[:, None, None]
             std = torch.tensor(self.config.image_std, device=pixel_values.device)[:, None, None]
             pixel_values = (pixel_values.float() / max_value - mean) / std
-        elif not torch.isfinite(pixel_values).all():
+        elif not torch.compiler.is_compiling() and not torch.isfinite(pixel_values).all():
             raise ValueError("pixel_values contains NaN or infinite values")
         return pixel_values.to(self.embeddings.patch_embeddings.weight.dtype)
 
@@ -315,37 +316,50 @@ class M2DinoModel(M2DinoPreTrainedModel):
         )
 
     @torch.no_grad()
-    def encode_all_tasks(self, pixel_values: torch.Tensor, task_ids: torch.LongTensor, bits_stored: int | None = None):
+    def encode_all_tasks(
+        self, pixel_values: torch.Tensor, task_ids: torch.LongTensor, bits_stored: int | None = None, max_images: int = 32
+    ):
         """Features of every image for every task in `task_ids`, task-major: (len(task_ids) * batch, ...).
 
         Equal to calling `forward` once per task, but the layers before the first MoE layer and the first MoE
         layer's attention and experts (whose input does not depend on the task) run once for the whole batch;
-        only later layers run per task. Returns an `M2DinoModelOutput` without hidden states or attentions.
+        only later layers run per task, on at most `max_images` images (a few tasks) at a time: the same result,
+        with tensors small enough for the allocator to reuse (glibc maps every block above 32 MB afresh and
+        page-faults it in again on each use). Returns an `M2DinoModelOutput` without hidden states or attentions.
         """
         pixel_values = self.prepare_pixel_values(pixel_values, bits_stored)
         batch_size, _, height, width = pixel_values.shape
-        num_tasks = len(task_ids)
         first_moe = self.config.moe_layers[0]
         hidden_states = self.embeddings(pixel_values)
         position_embeddings = self.rope_embeddings(pixel_values)
-        levels = []
-        for index, layer in enumerate(self.model.layer):
-            if index < first_moe:
-                hidden_states = layer(hidden_states, position_embeddings=position_embeddings, task_ids=None)[0]
-            elif index == first_moe:
-                hidden_states, _ = layer.attend(hidden_states, position_embeddings)
-                mixed = layer.mlp.forward_all_tasks(layer.norm2(hidden_states), task_ids)  # (tasks, batch, N, C)
-                hidden_states = (layer.drop_path(layer.layer_scale2(mixed)) + hidden_states).flatten(0, 1)
-                levels = [level.repeat(num_tasks, 1, 1) for level in levels]  # shared levels, one copy per task
-            else:
-                per_sample_tasks = task_ids.repeat_interleave(batch_size)
-                hidden_states = layer(hidden_states, position_embeddings=position_embeddings, task_ids=per_sample_tasks)[0]
+        shared_levels = []
+        for index in range(first_moe):
+            hidden_states = self.model.layer[index](hidden_states, position_embeddings=position_embeddings, task_ids=None)[0]
             if index in self.config.feature_layers:
+                shared_levels.append(hidden_states)
+        first = self.model.layer[first_moe]
+        attended, _ = first.attend(hidden_states, position_embeddings)
+        mixed_all = first.mlp.forward_all_tasks(first.norm2(attended), task_ids)  # (tasks, batch, N, C)
+        tasks_per_chunk = max(1, max_images // batch_size)
+        chunks = []
+        for start in range(0, len(task_ids), tasks_per_chunk):
+            chunk, mixed = task_ids[start : start + tasks_per_chunk], mixed_all[start : start + tasks_per_chunk]
+            hidden_states = (first.drop_path(first.layer_scale2(mixed)) + attended).flatten(0, 1)
+            levels = [level.repeat(len(chunk), 1, 1) for level in shared_levels]  # shared levels, one copy per task
+            if first_moe in self.config.feature_layers:
                 levels.append(hidden_states)
-        sequence_output, feature_map, feature_maps = self.spatial_features(hidden_states, levels, (height, width))
+            per_sample_tasks = chunk.repeat_interleave(batch_size)
+            for index in range(first_moe + 1, len(self.model.layer)):
+                layer = self.model.layer[index]
+                hidden_states = layer(hidden_states, position_embeddings=position_embeddings, task_ids=per_sample_tasks)[0]
+                if index in self.config.feature_layers:
+                    levels.append(hidden_states)
+            chunks.append(self.spatial_features(hidden_states, levels, (height, width)))
+        sequence_output = torch.cat([c[0] for c in chunks])
         return M2DinoModelOutput(
             last_hidden_state=sequence_output, pooler_output=sequence_output[:, 0],
-            feature_map=feature_map, feature_maps=feature_maps,
+            feature_map=torch.cat([c[1] for c in chunks]),
+            feature_maps=tuple(torch.cat(maps) for maps in zip(*(c[2] for c in chunks))),
         )
 
     def spatial_features(self, hidden_states, levels, image_size):

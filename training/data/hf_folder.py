@@ -23,6 +23,7 @@ from PIL import Image
 
 from .fmc_uia import (
     IMAGE_MODES,
+    _Problem,
     WIDE_MODES,
     box_problem,
     check_task_names,
@@ -55,12 +56,6 @@ class HFFolderDataError(ValueError):
         if more:
             message += f" (and {more} more row(s) with problems; on_error='skip' drops and reports them)"
         super().__init__(message)
-
-
-class _Problem(Exception):
-    def __init__(self, field: str, problem: str):
-        super().__init__(problem)
-        self.field, self.problem = field, problem
 
 
 # ------------------------------------------------------------------------------------------------------
