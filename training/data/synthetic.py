@@ -403,7 +403,7 @@ def _intrapartum(c, name=None):
 
     IUGC landmarks: the symphysis's two ends and the point where the tangent from its inferior end
     touches the skull (on the side making the larger angle with the symphysis axis: angle of progression)."""
-    c.echo[:] = 0.85  # perineal soft tissue, brighter than the fetal brain
+    c.echo[:] = 0.55
     a, hx, hy = c.uni(0.17, 0.24), c.uni(0.48, 0.68), c.uni(0.52, 0.68)
     b, hang = a * c.uni(0.82, 0.9), c.uni(-0.4, 0.4)
     psi, gap, length = c.uni(-2.7, -1.9), c.uni(0.05, 0.1), c.uni(0.14, 0.22)
