@@ -24,6 +24,7 @@ import math
 import os
 import shutil
 import sys
+import textwrap
 import time
 import zlib
 from collections import namedtuple
@@ -332,7 +333,7 @@ def _femur(c, name=None):
     bone = c.segment(p0, p1, reach=0.04) < c.uni(0.014, 0.02)
     c.fill(bone, BONE)
     c.shadow(bone, 0.2)
-    return {"femur_end_a": p0, "femur_end_b": p1}  # p0 is always the left end (|ang| < pi/2)
+    return {"femur_left_end": p0, "femur_right_end": p1}  # p0 is always the left end (|ang| < pi/2)
 
 
 def _fetal_abdomen(c, name=None):
@@ -345,9 +346,10 @@ def _fetal_abdomen(c, name=None):
     r = c.ellipse(cx, cy, a, b, ang)
     c.fill(r < 1, SOFT, "abdomen")
     c.fill((r < 1) & (r > 1 - 0.015 / b), 1.5)
-    c.fill(c.ellipse(*at(2.0, 0.42), 0.36 * b, 0.25 * b, ang + 2.0) < 1, FLUID, "stomach")
-    c.fill(c.ellipse(*at(math.pi + 0.3, 0.35), 0.32 * b, 0.05, ang + math.pi / 2 + 0.4) < 1, FLUID, "umbilical_vein")
-    spine = c.ellipse(*at(0.0, 0.68), 0.07, 0.05, ang + math.pi / 2) < 1
+    # Stomach to one side, umbilical vein anteriorly, spine posteriorly: apart, so each is its own blob.
+    c.fill(c.ellipse(*at(1.5, 0.42), 0.3 * b, 0.26 * b, ang + 1.5) < 1, FLUID, "stomach")
+    c.fill(c.ellipse(*at(math.pi, 0.45), 0.36 * b, 0.035, ang + math.pi) < 1, FLUID, "umbilical_vein")
+    spine = c.ellipse(*at(0.0, 0.62), 0.08, 0.055, ang + math.pi / 2) < 1
     c.fill(spine, BONE, "spine")
     c.shadow(spine, 0.4)
     return {}
@@ -783,7 +785,7 @@ class _Anatomy:
 _ANATOMY = {
     "FUGC": _Anatomy(_cervix, "convex", points=("internal_os", "external_os")),
     "IUGC": _Anatomy(_intrapartum, "convex", points=("symphysis_superior", "symphysis_inferior", "head_tangent")),
-    "fetal_femur": _Anatomy(_femur, "convex", points=("femur_end_a", "femur_end_b")),
+    "fetal_femur": _Anatomy(_femur, "convex", points=("femur_left_end", "femur_right_end")),
     "fetal_head_pos_cls": _Anatomy(_head_position, "convex"),
     "fetal_plane_cls": _Anatomy(_fetal_plane, "convex"),
     "fetal_sacral_pos_cls": _Anatomy(_sacral_position, "convex"),
@@ -1109,7 +1111,7 @@ def save_grid(suite, path, split="train", cols=7):
             for p, (x, y) in enumerate(pts):
                 ax.annotate(str(p + 1), (x, y), xytext=(3, 3), textcoords="offset points", color="#ffcc00", fontsize=7)
             caption = "points: " + ", ".join(spec.labels)
-        ax.set_title(f"{spec.id}\n{caption}", fontsize=6.5)
+        ax.set_title(spec.id + "\n" + textwrap.fill(caption, 44), fontsize=6.5)
     for ax in axes:
         ax.set_axis_off()
     fig.tight_layout()
