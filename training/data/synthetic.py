@@ -292,7 +292,7 @@ def _direction(c, name, jitter=0.22):
 
 
 def _head_position(c, name):
-    """Fetal head seen from the perineum; a bright occiput mass marks the occiput direction (8 classes)."""
+    """Fetal head (transverse view) with a bright occiput mass marking the occiput direction (8 classes)."""
     _obstetric_scene(c)
     a = c.uni(0.19, 0.25)
     cx, cy = c.place(a, yr=(0.45, 0.62))
