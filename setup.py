@@ -40,16 +40,16 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "m2dino-convert=modeling_m2dino.convert_dinov3:main",
-            "m2dino-synth=m2dino_training.data.synthetic:main",
-            "m2dino-train=m2dino_training.train:main",
-            "m2dino-evaluate=m2dino_training.evaluate:main",
-            "m2dino-predict=m2dino_training.predict:main",
-            "m2dino-experiment=m2dino_training.experiment:main",
-            "m2dino-finetune=m2dino_training.finetune:main",
-            "m2dino-card=m2dino_training.cards:main",
-            "m2dino-routing=m2dino_training.routing:main",
-            "m2dino-bench=m2dino_training.bench:main",
+            "m2dino-convert=m2dino_training.cli:convert",
+            "m2dino-synth=m2dino_training.cli:synth",
+            "m2dino-train=m2dino_training.cli:train",
+            "m2dino-evaluate=m2dino_training.cli:evaluate",
+            "m2dino-predict=m2dino_training.cli:predict",
+            "m2dino-experiment=m2dino_training.cli:experiment",
+            "m2dino-finetune=m2dino_training.cli:finetune",
+            "m2dino-card=m2dino_training.cli:card",
+            "m2dino-routing=m2dino_training.cli:routing",
+            "m2dino-bench=m2dino_training.cli:bench",
         ]
     },
 )

@@ -147,3 +147,19 @@ def test_experiment_writes_every_table_and_plot(tmp_path):
         assert row["AU-TS_mean"] == pytest.approx(row["AU_mean"] - row["TS_mean"])
     per_seed = json.loads((tmp_path / "runs" / "seed1" / "cg" / "lung" / "eval_results.json").read_text())
     assert per_seed["seed"] == 1 and set(per_seed["tasks"]) == {"lung"}
+
+
+def test_console_scripts_exit_zero_after_a_successful_run(trained_au, challenge_folder, tmp_path, monkeypatch):
+    from importlib.metadata import entry_points
+
+    from m2dino_training import cli
+
+    scripts = {ep.name: ep for ep in entry_points(group="console_scripts") if ep.name.startswith("m2dino-")}
+    assert set(scripts) == set(cli.COMMANDS)
+    model_dir, _ = trained_au
+    monkeypatch.setattr("sys.argv", ["m2dino-evaluate", "--model", str(model_dir), "--data", str(challenge_folder),
+                                     "--output", str(tmp_path / "e.json")])
+    with pytest.raises(SystemExit) as exited:  # what the wrapper pip writes does
+        raise SystemExit(scripts["m2dino-evaluate"].load()())
+    assert exited.value.code is None
+    assert json.loads((tmp_path / "e.json").read_text())["tasks"].keys() == set(ONE_PER_TYPE)

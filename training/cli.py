@@ -1,0 +1,36 @@
+"""Console entry points of the `m2dino-*` commands.
+
+Each command's `main(argv)` returns its results so that tests and notebooks can use them in-process. The
+wrapper pip writes for a console script calls `sys.exit(entry())`, and `sys.exit` prints any return value
+that is not an int and exits with status 1; these entries run `main()` and return nothing, so a successful
+run exits 0.
+"""
+
+import importlib
+
+COMMANDS = {
+    "m2dino-convert": "modeling_m2dino.convert_dinov3",
+    "m2dino-synth": "m2dino_training.data.synthetic",
+    "m2dino-train": "m2dino_training.train",
+    "m2dino-evaluate": "m2dino_training.evaluate",
+    "m2dino-predict": "m2dino_training.predict",
+    "m2dino-experiment": "m2dino_training.experiment",
+    "m2dino-finetune": "m2dino_training.finetune",
+    "m2dino-card": "m2dino_training.cards",
+    "m2dino-routing": "m2dino_training.routing",
+    "m2dino-bench": "m2dino_training.bench",
+}
+
+
+def _entry(module_name):
+    def entry():
+        status = importlib.import_module(module_name).main()
+        return status if isinstance(status, int) else None
+
+    entry.__doc__ = f"Run `{module_name}.main()` with the command line; exit 0 on success."
+    return entry
+
+
+convert, synth, train, evaluate, predict, experiment, finetune, card, routing, bench = (
+    _entry(module) for module in COMMANDS.values()
+)
