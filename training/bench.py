@@ -13,10 +13,10 @@ Four figures, each on one command's device and dtype, written as a table and as 
    rounds, in the same dtype on the same device).
 3. All-task inference. `M2DinoForMultiTask.predict_all_tasks` (one batch, every task) against one forward call
    per task, with the largest difference between the two answers.
-4. Memory. Peak memory of one training step with and without `activation_checkpointing_enable()`, each in a
-   fresh subprocess: on CPU the rise of the process's peak resident set (ru_maxrss) over its resident set just
-   before the step (so it counts activations, gradients and temporaries, not the weights); on CUDA
-   `torch.cuda.max_memory_allocated` over the memory allocated before the step.
+4. Memory. Peak tensor memory one training step adds (activations, gradients and temporaries, not the
+   weights), with and without `activation_checkpointing_enable()`: on CUDA `torch.cuda.max_memory_allocated`
+   over the memory allocated before the step; on CPU the peak of the profiler's timeline of tensor
+   allocations and frees (`step_peak_bytes`).
 
 Also (not with `--quick`): `torch.compile` of the backbone in "task" router mode, whether dynamo traced it
 without graph breaks (`torch._dynamo.explain`) and the step-time gain over eager.
@@ -29,14 +29,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import gc
 import json
 import os
 import platform
-import resource
 import statistics
-import subprocess
 import sys
 import time
 
@@ -279,88 +276,62 @@ def bench_all_tasks(args, setup: Setup) -> dict:
             "ratio": medians["together"] / medians["separate"],
             "max_abs_difference": difference,
         }
-        del model
         gc.collect()
     return result
 
 
-def resident_bytes(field: str = "VmRSS") -> int:
-    """The process's current resident set (`VmRSS`) or its high-water mark since the last reset (`VmHWM`)."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise OSError(f"/proc/self/status has no {field}")
-
-
-def reset_peak_resident() -> bool:
-    """Hands freed heap back to the OS and restarts the high-water mark at the current resident set (Linux);
-    False where that is not possible."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def memory_probe(args) -> dict:
-    """Runs in a fresh process: the memory one training step adds (task router, mixed batch)."""
-    setup = Setup(args)
-    torch.manual_seed(0)
-    model = M2DinoModel(m2dino_config(args, "task")).to(setup.device).train()
-    if args.memory_probe == "checkpointing":
-        model.activation_checkpointing_enable()
-    task_ids = mixed_task_ids(args.batch_size, len(model.config.tasks), setup.device)
-    gc.collect()
+def step_peak_bytes(model, setup: Setup, task_ids) -> int:
+    """Peak of the tensor memory one training step adds over what was allocated before it: activations,
+    gradients and temporaries, not the weights. CUDA: the allocator's own peak counter. CPU has no such
+    counter (and the process's resident set mixes in glibc's arenas and free lists, which made run-to-run
+    figures differ by tens of percent), so the step runs under the profiler's memory tracking and the peak is
+    taken over its timeline of tensor allocations and frees."""
     if setup.device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
+        torch.cuda.synchronize(setup.device)
+        torch.cuda.reset_peak_memory_stats(setup.device)
+        before = torch.cuda.memory_allocated(setup.device)
         training_step(model, setup, task_ids)
-        torch.cuda.synchronize()
-        return {"step_peak_bytes": torch.cuda.max_memory_allocated() - before, "reliable": True}
-    if reset_peak_resident():
-        before = resident_bytes()
+        torch.cuda.synchronize(setup.device)
+        return torch.cuda.max_memory_allocated(setup.device) - before
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=activities, profile_memory=True, record_shapes=True, with_stack=True) as prof:
         training_step(model, setup, task_ids)
-        return {"step_peak_bytes": resident_bytes("VmHWM") - before, "reliable": True}
-    # No resettable high-water mark: ru_maxrss only tells the step's peak when the step set a new one.
-    before, max_before = resident_bytes(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    training_step(model, setup, task_ids)
-    max_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"step_peak_bytes": max_after - before, "reliable": max_after > max_before}
+    live = peak = 0
+    for _, action, (key, _), size in sorted(prof._memory_profile().timeline, key=lambda event: event[0]):
+        if key.device.type != "cpu":
+            continue
+        if action.name == "CREATE":
+            live += size
+        elif action.name == "DESTROY":
+            live -= size
+        peak = max(peak, live)
+    return peak
 
 
-def bench_memory(args) -> dict:
-    """Figure 4: each variant in its own process, so neither inherits the other's allocations."""
+def bench_memory(args, setup: Setup) -> dict:
+    """Figure 4: the same step's peak memory without and with activation checkpointing."""
     result = {
         "method": (
             "torch.cuda.max_memory_allocated minus memory allocated before the step"
-            if args.device == "cuda"
-            else "fresh process per variant; freed heap returned to the OS (malloc_trim) and the peak-RSS mark reset "
-            "(/proc/self/clear_refs) just before one training step, then peak RSS (VmHWM) minus RSS before the step: "
-            "the step's activations, gradients and temporaries, not the weights"
+            if setup.device.type == "cuda"
+            else "torch profiler memory timeline (tensor allocations and frees during the step): peak of the live bytes "
+            "the step added; counts activations, gradients and temporaries, not the weights"
         ),
         "model": "M2DinoModel, task router, mixed-task batch, same loss as the overhead figure",
     }
     for variant in ("plain", "checkpointing"):
-        command = [sys.executable, "-m", "m2dino_training.bench", "--memory_probe", variant, *probe_arguments(args)]
-        completed = subprocess.run(command, capture_output=True, text=True, check=False)
-        if completed.returncode != 0:
-            raise RuntimeError(f"memory probe {variant} failed:\n{completed.stderr[-3000:]}")
-        result[variant] = json.loads(completed.stdout.strip().splitlines()[-1])
+        torch.manual_seed(0)
+        model = M2DinoModel(m2dino_config(args, "task")).to(setup.device).train()
+        if variant == "checkpointing":
+            model.activation_checkpointing_enable()
+        task_ids = mixed_task_ids(args.batch_size, len(model.config.tasks), setup.device)
+        result[variant] = {"step_peak_bytes": step_peak_bytes(model, setup, task_ids)}
+        del model
+        gc.collect()
     plain, checkpointed = result["plain"]["step_peak_bytes"], result["checkpointing"]["step_peak_bytes"]
     result["ratio"] = checkpointed / plain
     result["saving"] = 1 - checkpointed / plain
     return result
-
-
-def probe_arguments(args) -> list[str]:
-    values = ["--preset", args.preset, "--image_size", str(args.image_size), "--batch_size", str(args.batch_size),
-              "--device", args.device, "--dtype", args.dtype]
-    return values + (["--threads", str(args.threads)] if args.threads else [])
 
 
 def bench_compile(args, setup: Setup) -> dict:
@@ -500,7 +471,6 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="tiny preset, 32 px, batch 4, one thread, one round, small matmul, no compilation: seconds")
     parser.add_argument("--output", default="bench_results.json", help="JSON file for every figure")
-    parser.add_argument("--memory_probe", choices=("plain", "checkpointing"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         explicit = set(a.split("=")[0].lstrip("-") for a in (argv if argv is not None else sys.argv[1:]))
@@ -523,9 +493,6 @@ def main(argv=None):
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.memory_probe:
-        print(json.dumps(memory_probe(args)))
-        return None
     command = "m2dino-bench " + " ".join(argv if argv is not None else sys.argv[1:])
     results = {"command": command, "machine": machine_info(args), "settings": {
         k: getattr(args, k) for k in ("preset", "image_size", "batch_size", "device", "dtype", "repeats", "quick")}}
@@ -535,8 +502,8 @@ def main(argv=None):
     gc.collect()
     log("all-task inference against one call per task")
     results["all_task_inference"] = bench_all_tasks(args, setup)
-    log("memory with and without activation checkpointing (two subprocesses)")
-    results["memory"] = bench_memory(args)
+    log("memory with and without activation checkpointing")
+    results["memory"] = bench_memory(args, setup)
     if not args.quick:
         log("torch.compile, task router: explain, compile, time")
     results["compile"] = {"skipped": True, "why": "--quick"} if args.quick else bench_compile(args, setup)

@@ -2,6 +2,7 @@
 
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -142,3 +143,12 @@ def test_quick_bench_writes_every_figure(tmp_path):
     assert set(results["targets"]) == set(bench.TARGETS)
     assert all(isinstance(t["met"], bool) for t in results["targets"].values())
     assert "| Figure" in results["table"]
+
+
+def test_step_memory_sees_what_checkpointing_drops():
+    args = SimpleNamespace(preset="tiny", image_size=128, batch_size=8, device="cpu", dtype="fp32")
+    memory = bench.bench_memory(args, bench.Setup(args))
+    plain, checkpointed = memory["plain"]["step_peak_bytes"], memory["checkpointing"]["step_peak_bytes"]
+    activations = 8 * (128 // 16) ** 2 * 96 * 4  # one layer's output for the batch, fp32
+    assert plain > 4 * activations  # the saved activations of several layers are counted
+    assert 0 < checkpointed < 0.7 * plain
