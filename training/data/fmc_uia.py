@@ -279,6 +279,17 @@ def decode_image(path: str, dicom_frame="middle"):
     return frame.array, frame.bits_stored
 
 
+def decode_label_arrays(batch: dict) -> dict:
+    """Stored box, class-label and point columns of a batch -> numpy arrays of the example schema."""
+    shapes = {"boxes": (np.float32, (-1, 4)), "class_labels": (np.int64, None), "points": (np.float32, (-1, 2))}
+    out = {}
+    for key, (dtype, shape) in shapes.items():
+        if key in batch:
+            arrays = [None if v is None else np.asarray(v, dtype=dtype) for v in batch[key]]
+            out[key] = [a if a is None or shape is None else a.reshape(shape) for a in arrays]
+    return out
+
+
 class ExampleDecoder:
     """The datasets transform: stored columns -> the example schema (images and masks read from disk).
 
@@ -302,12 +313,7 @@ class ExampleDecoder:
                 out[key] = batch[key]
         if "mask_path" in batch:
             out["mask"] = [read_mask(path) if path else None for path in batch["mask_path"]]
-        if "boxes" in batch:
-            out["boxes"] = [None if b is None else np.asarray(b, dtype=np.float32).reshape(-1, 4) for b in batch["boxes"]]
-        if "class_labels" in batch:
-            out["class_labels"] = [None if c is None else np.asarray(c, dtype=np.int64) for c in batch["class_labels"]]
-        if "points" in batch:
-            out["points"] = [None if p is None else np.asarray(p, dtype=np.float32).reshape(-1, 2) for p in batch["points"]]
+        out.update(decode_label_arrays(batch))
         if "image_path" in batch:
             out["bits_stored"] = [bits for _, bits in decoded]  # what was decoded, not what the header said
         elif "bits_stored" in batch:

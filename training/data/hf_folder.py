@@ -29,6 +29,7 @@ from .fmc_uia import (
     check_task_names,
     class_problem,
     decode_image,
+    decode_label_arrays,
     image_header,
     load_fmc_uia,
     mask_problem,
@@ -247,12 +248,7 @@ class StoredExampleDecoder:
                 out[key] = batch[key]
         if "mask" in batch:
             out["mask"] = [None if m is None else _stored_mask(m) for m in batch["mask"]]
-        if "boxes" in batch:
-            out["boxes"] = [None if b is None else np.asarray(b, dtype=np.float32).reshape(-1, 4) for b in batch["boxes"]]
-        if "class_labels" in batch:
-            out["class_labels"] = [None if c is None else np.asarray(c, dtype=np.int64) for c in batch["class_labels"]]
-        if "points" in batch:
-            out["points"] = [None if p is None else np.asarray(p, dtype=np.float32).reshape(-1, 2) for p in batch["points"]]
+        out.update(decode_label_arrays(batch))
         if "image" in batch:
             out["bits_stored"] = [bits for _, bits in decoded]
         elif "bits_stored" in batch:
