@@ -296,6 +296,7 @@ def step_peak_bytes(model, setup: Setup, task_ids) -> int:
     activities = [torch.profiler.ProfilerActivity.CPU]
     with torch.profiler.profile(activities=activities, profile_memory=True, record_shapes=True, with_stack=True) as prof:
         training_step(model, setup, task_ids)
+    # `_memory_profile()` is the analysis behind the profiler's (deprecated) `export_memory_timeline`; torch is pinned.
     live = peak = 0
     for _, action, (key, _), size in sorted(prof._memory_profile().timeline, key=lambda event: event[0]):
         if key.device.type != "cpu":
