@@ -1,4 +1,5 @@
-"""Classification task type: a linear head on the class token and the mean patch token, cross-entropy."""
+"""Classification task type: a linear head on the class token, the mean patch token and the patch grid's four
+quadrant means; cross-entropy."""
 
 from dataclasses import dataclass
 
@@ -19,16 +20,20 @@ class M2DinoImageClassifierOutput(ImageClassifierOutput):
 
 
 class M2DinoClassificationHead(nn.Module):
-    """The DINOv3 linear-probe recipe: classify [class token; mean of patch tokens]."""
+    """The DINOv3 linear-probe recipe, classify [class token; mean of patch tokens], plus the means of the four
+    quadrants of the patch grid, so that classes told apart by where something lies (fetal position) can be."""
 
     def __init__(self, config, task):
         super().__init__()
-        self.norm = nn.LayerNorm(2 * config.hidden_size, eps=config.layer_norm_eps)
-        self.classifier = nn.Linear(2 * config.hidden_size, task.num_classes)
+        features = 6 * config.hidden_size
+        self.norm = nn.LayerNorm(features, eps=config.layer_norm_eps)
+        self.classifier = nn.Linear(features, task.num_classes)
 
     def forward(self, feature_maps: tuple[torch.Tensor, ...], pooled_output: torch.Tensor) -> torch.Tensor:
-        mean_patch = feature_maps[-1].mean(dim=(2, 3))
-        return self.classifier(self.norm(torch.cat([pooled_output, mean_patch], dim=-1)))
+        patches = feature_maps[-1]
+        mean_patch = patches.mean(dim=(2, 3))
+        quadrants = F.adaptive_avg_pool2d(patches, 2).flatten(1)
+        return self.classifier(self.norm(torch.cat([pooled_output, mean_patch, quadrants], dim=-1)))
 
 
 class ClassificationType:
