@@ -70,6 +70,9 @@ FEATURES = datasets.Features(
         "points": datasets.List(datasets.List(datasets.Value("float64"))),
         "bits_stored": datasets.Value("int32"),
         "source": datasets.Value("string"),
+        # the CSV's image_path / mask_path cells verbatim: the keys of a challenge submission
+        "csv_image_path": datasets.Value("string"),
+        "csv_mask_path": datasets.Value("string"),
     }
 )
 
@@ -318,7 +321,7 @@ class ExampleDecoder:
             out["bits_stored"] = [bits for _, bits in decoded]  # what was decoded, not what the header said
         elif "bits_stored" in batch:
             out["bits_stored"] = batch["bits_stored"]
-        for key in ("source", "image_path", "mask_path"):
+        for key in ("source", "image_path", "mask_path", "csv_image_path", "csv_mask_path"):
             if key in batch:
                 out[key] = batch[key]
         return out
@@ -503,16 +506,6 @@ def _parse_labels(row: _Row, spec: TaskSpec) -> dict:
         # The challenge has one box of class 0; a lab's multi-class detection task puts the class in `mask`.
         values["class_labels"] = [_parse_class(row, "mask", spec) if spec.num_classes > 1 else 0]
     else:
-        count = row.cell("num_classes", required=False)
-        if count is not None:
-            try:
-                count_value = float(count)
-            except ValueError:
-                raise _Problem("num_classes", f"{count!r} is not a point count") from None
-            if count_value != spec.num_points:
-                raise _Problem(
-                    "num_classes", f"row says {count} points but task '{spec.id}' has {spec.num_points} in the registry"
-                )
         values["points"] = [_parse_point(row, f"point_{k}_xy") for k in range(1, spec.num_points + 1)]
         extra = f"point_{spec.num_points + 1}_xy"
         if row.cell(extra, required=False) is not None:
@@ -520,8 +513,27 @@ def _parse_labels(row: _Row, spec: TaskSpec) -> dict:
     return values
 
 
-def _check_row(row: _Row, by_id: dict[str, TaskSpec], dicom_frame) -> _Row:
-    """Parse and check one row, reading its image header and mask; records `values` or `problem`."""
+def _check_num_classes(row: _Row, spec: TaskSpec) -> None:
+    """The challenge writes `num_classes` on every row (the point count on regression rows); when present it
+    must agree with the registry, or the row belongs to another task definition than the one trained."""
+    count = row.cell("num_classes", required=False)
+    if count is None:
+        return
+    expected = spec.num_points if spec.type == "regression" else spec.num_classes
+    what = "points" if spec.type == "regression" else "classes"
+    try:
+        value = float(count)
+    except ValueError:
+        raise _Problem("num_classes", f"{count!r} is not a number of {what}") from None
+    if value != expected:
+        raise _Problem("num_classes", f"row says {count} {what} but task '{spec.id}' has {expected} in the registry")
+
+
+def _check_row(row: _Row, by_id: dict[str, TaskSpec], dicom_frame, require_labels: bool = True) -> _Row:
+    """Parse and check one row, reading its image header and mask; records `values` or `problem`.
+
+    Without `require_labels` (test-time folders) no label cell is read and no mask file is opened; the
+    label fields are None and `mask_path` only says where a predicted mask goes."""
     try:
         if row.extra_cells:
             raise _Problem("row", f"{row.extra_cells} more cell(s) than the header has columns (an unquoted comma?)")
@@ -537,8 +549,12 @@ def _check_row(row: _Row, by_id: dict[str, TaskSpec], dicom_frame) -> _Row:
                     f"{name!r} disagrees with the registry: task '{task}' is a {spec.type} task "
                     f"(written {CSV_TASK_NAMES[spec.type]!r})",
                 )
+        _check_num_classes(row, spec)
         image_path = _resolve(row.csv_dir, row.cell("image_path"))
-        values = _parse_labels(row, spec)
+        if require_labels:
+            values = _parse_labels(row, spec)
+        else:
+            values = dict.fromkeys(("label", "mask_path", "boxes", "class_labels", "points"))
         try:
             width, height, bits = image_header(image_path, dicom_frame)
         except FileNotFoundError:
@@ -563,19 +579,20 @@ def _check_row(row: _Row, by_id: dict[str, TaskSpec], dicom_frame) -> _Row:
             found = point_problem(values["points"], width, height)
             if found:
                 raise _Problem(f"point_{found[0] + 1}_xy", found[1])
-        row.values = dict(values, task=task, image_path=image_path, bits_stored=bits, source=row.source)
+        row.values = dict(values, task=task, image_path=image_path, bits_stored=bits, source=row.source,
+                          csv_image_path=row.cells["image_path"], csv_mask_path=row.cells.get("mask_path") or None)
     except _Problem as problem:
         row.problem = problem
     return row
 
 
-def _check_rows(rows: list[_Row], by_id, dicom_frame, num_workers) -> list[_Row]:
+def _check_rows(rows: list[_Row], by_id, dicom_frame, num_workers, require_labels: bool = True) -> list[_Row]:
     workers = num_workers if num_workers is not None else (os.cpu_count() or 1)
     if workers <= 1 or len(rows) < 2:
-        return [_check_row(row, by_id, dicom_frame) for row in rows]
+        return [_check_row(row, by_id, dicom_frame, require_labels) for row in rows]
     # Threads suffice: image decoding (PIL/zlib) releases the GIL, and rows share nothing.
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda row: _check_row(row, by_id, dicom_frame), rows))
+        return list(pool.map(lambda row: _check_row(row, by_id, dicom_frame, require_labels), rows))
 
 
 def _error(row: _Row, more: int = 0) -> FMCUIADataError:
@@ -613,6 +630,7 @@ def load_fmc_uia(
     seed: int = 0,
     num_workers: int | None = None,
     dicom_frame="middle",
+    require_labels: bool = True,
 ):
     """Load the FMC_UIA challenge layout under `root`, checking every row.
 
@@ -631,6 +649,9 @@ def load_fmc_uia(
         num_workers: threads for checking rows (default: the CPU count; 0 or 1 checks in this thread).
         dicom_frame: which frame a multi-frame DICOM row yields ("middle" by default, or an int); each
             DICOM row is one example.
+        require_labels: False for test-time folders whose CSVs carry only `image_path`, `task_id`,
+            `task_name` (and `mask_path`, where a predicted mask goes): no label is read, the label
+            fields are None. A present `num_classes` is still checked against the registry.
 
     Returns a Dataset / DatasetDict whose examples follow the schema in this module's docstring. Nothing is
     written into `root`. The loading report (split parameters and counts, rows kept, rows skipped per
@@ -670,7 +691,11 @@ def load_fmc_uia(
             "counts": counts,
         }
 
+    left_out = {}
     if wanted is not None:
+        # Rows of tasks not asked for (a model serving fewer tasks than the folder holds): counted per task.
+        left_out = Counter(_task_id(row) for row in rows if _task_id(row) not in wanted and (split is None or row.split == split))
+        left_out = dict(sorted(left_out.items()))
         ignored_unknown = sum(1 for row in rows if _task_id(row) not in by_id)
         if ignored_unknown:
             logger.warning("FMC_UIA %s: ignored %d row(s) whose task_id is not in the registry", root, ignored_unknown)
@@ -678,7 +703,7 @@ def load_fmc_uia(
     if split is not None:
         rows = [row for row in rows if row.split == split]
 
-    rows = _check_rows(rows, by_id, dicom_frame, num_workers)
+    rows = _check_rows(rows, by_id, dicom_frame, num_workers, require_labels)
     bad = sorted((row for row in rows if row.problem is not None), key=lambda row: row.order)
     if bad and on_error == "raise":
         raise _error(bad[0], more=len(bad) - 1)
@@ -693,6 +718,8 @@ def load_fmc_uia(
         "split_config": split_config,
         "dicom_frame": dicom_frame,
         "tasks": sorted(wanted) if wanted is not None else None,
+        "left_out": left_out,
+        "labels": require_labels,
         "rows": {name: dict(sorted(Counter(row.values["task"] for row in kept[name]).items())) for name in splits},
         "skipped": skipped,
         "num_skipped": len(bad),

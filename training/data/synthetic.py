@@ -1025,7 +1025,8 @@ def _write_split(suite, root, split):
             rel = folder / "images" / f"{i:06d}.png"
             _save_png(root / rel, image)
             row = dict.fromkeys(CSV_COLUMNS, "")
-            row.update(image_path=f"../{rel.as_posix()}", task_id=spec.id, task_name=CSV_TASK_NAMES[spec.type])
+            row.update(image_path=f"../{rel.as_posix()}", task_id=spec.id, task_name=CSV_TASK_NAMES[spec.type],
+                       num_classes=str(spec.num_points if spec.type == "regression" else spec.num_classes))
             if spec.type == "segmentation":
                 mrel = folder / "masks" / f"{i:06d}.png"
                 _save_png(root / mrel, ex["mask"])
@@ -1033,7 +1034,6 @@ def _write_split(suite, root, split):
             elif spec.type == "classification":
                 row["mask"] = str(ex["label"])
             elif spec.type == "regression":
-                row["num_classes"] = str(len(ex["points"]))
                 for p, (x, y) in enumerate(ex["points"]):  # repr of float32-as-double round-trips exactly
                     row[f"point_{p + 1}_xy"] = json.dumps([float(x), float(y)])
             else:
