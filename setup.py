@@ -33,6 +33,9 @@ setup(
         "huggingface_hub",
         "matplotlib",
         "jinja2",
+        # the libraries the challenge's scorer uses, for its figures exactly (tested: 1.9.1 and 2.5.7)
+        "scikit-learn>=1.9,<2",
+        "SimpleITK>=2.5,<3",
     ],
     extras_require={
         "dicom": ["pydicom>=2.4"],
@@ -45,6 +48,7 @@ setup(
             "m2dino-train=m2dino_training.cli:train",
             "m2dino-evaluate=m2dino_training.cli:evaluate",
             "m2dino-predict=m2dino_training.cli:predict",
+            "m2dino-score=m2dino_training.cli:score",
             "m2dino-experiment=m2dino_training.cli:experiment",
             "m2dino-finetune=m2dino_training.cli:finetune",
             "m2dino-card=m2dino_training.cli:card",

@@ -14,6 +14,7 @@ COMMANDS = {
     "m2dino-train": "m2dino_training.train",
     "m2dino-evaluate": "m2dino_training.evaluate",
     "m2dino-predict": "m2dino_training.predict",
+    "m2dino-score": "m2dino_training.score",
     "m2dino-experiment": "m2dino_training.experiment",
     "m2dino-finetune": "m2dino_training.finetune",
     "m2dino-card": "m2dino_training.cards",
@@ -31,6 +32,6 @@ def _entry(module_name):
     return entry
 
 
-convert, synth, train, evaluate, predict, experiment, finetune, card, routing, bench = (
+convert, synth, train, evaluate, predict, score, experiment, finetune, card, routing, bench = (
     _entry(module) for module in COMMANDS.values()
 )

@@ -1,7 +1,10 @@
 """Held-out evaluation with the challenge metrics, against trivial baselines; and `m2dino-evaluate`.
 
 Predictions are made one task at a time, post-processed to each image's original pixels, and scored with
-`m2dino_training.metrics`; nothing of variable shape is ever concatenated across batches. Every task is
+`m2dino_training.metrics` (the FMC_UIA organisers' metrics under their names: DSC and HD, Accuracy, AUC,
+F1_macro, F1_weighted, MCC, IoU, MRE; HD95 and AP50 as extra figures); nothing of variable shape is ever
+concatenated across batches. The same predictions written by `m2dino-predict` and scored by `m2dino-score`
+give the same figures. Every task is
 compared with its trivial baseline (fitted on training labels only) by a paired bootstrap 95% CI of the
 per-sample difference; the checkpoint score is the mean normalised primary metric (see `metrics`).
 """
@@ -37,6 +40,42 @@ def examples_by_task(source, tasks=None, limit: int | None = None) -> dict[str, 
     return grouped
 
 
+def load_split(data_root: str, split: str, tasks, registry, on_error: str = "raise", require_labels: bool = False):
+    """One split of a challenge layout or datasets folder, and its loading report.
+
+    `split="all"`: every row of `data_root/csv_files/` (a challenge layout without train/ and val/ folders).
+    """
+    from .data.fmc_uia import load_fmc_uia
+    from .data.hf_folder import load_data
+
+    root = os.fspath(data_root)
+    is_layout = os.path.isdir(os.path.join(root, "csv_files"))
+    has_split_folders = all(os.path.isdir(os.path.join(root, name, "csv_files")) for name in ("train", "val"))
+    if split == "all":
+        if has_split_folders or not is_layout:
+            raise ValueError(f"--split all needs a folder with csv_files/ (and no train/ and val/ folders); {root} is "
+                             "not one: pass --split train, val or test")
+        # val_fraction 0: the seeded draw puts every row into "train", which is then the whole folder.
+        data = load_fmc_uia(root, split="train", tasks=tasks, registry=registry, on_error=on_error, val_fraction=0.0,
+                            require_labels=require_labels)
+    elif is_layout or has_split_folders:
+        data = load_fmc_uia(root, split=split, tasks=tasks, registry=registry, on_error=on_error,
+                            require_labels=require_labels)
+    else:
+        data = load_data(root, split=split, tasks=tasks, registry=registry, on_error=on_error)
+    return data, loading_report(data)
+
+
+def loading_report(dataset) -> dict:
+    """The loader's report of a dataset (rows kept, left out, skipped), or {} when it has none."""
+    from .data.fmc_uia import load_report
+
+    try:
+        return load_report(dataset)
+    except (json.JSONDecodeError, AttributeError, TypeError):
+        return {}
+
+
 @torch.no_grad()
 def predict(model, processor, task, examples: list[dict], batch_size: int = 32) -> list:
     """Predictions for one task's examples, in original pixels, in the form the metrics take."""
@@ -62,7 +101,9 @@ def baseline_predictions(task, train_examples: list[dict], eval_examples: list[d
 
 
 def scalars(values: dict) -> dict:
-    return {k: float(v) for k, v in values.items() if np.ndim(v) == 0 and not isinstance(v, (bool, str))}
+    """The scalar figures of a metrics dict (arrays and the sample count, kept as `n_eval`, dropped)."""
+    return {k: float(v) for k, v in values.items()
+            if k != "num_samples" and np.ndim(v) == 0 and not isinstance(v, (bool, str))}
 
 
 def evaluate_task(model, processor, task, eval_examples, train_examples=None, batch_size: int = 32, seed: int = 0) -> dict:
@@ -115,16 +156,29 @@ def flat_metrics(results: dict, prefix: str = "eval") -> dict[str, float]:
     return flat
 
 
+# The challenge's figures per task type, in the order its summary prints them.
+CHALLENGE_FIGURES = {
+    "segmentation": ("DSC", "HD"),
+    "classification": ("Accuracy", "AUC", "F1_macro", "F1_weighted", "MCC"),
+    "detection": ("IoU",),
+    "regression": ("MRE",),
+}
+
+
 def results_table(results: dict) -> str:
-    """A Markdown table: per task its primary metric, the baseline's, and the 95% CI of the difference."""
-    lines = ["| task | type | n | metric | model | baseline | diff 95% CI | beats baseline |", "|---|---|---|---|---|---|---|---|"]
+    """A Markdown table: per task the challenge's figures, then its primary metric against the trivial
+    baseline with the 95% CI of the per-sample difference (positive = the model is better)."""
+    lines = ["| task | type | n | challenge metrics | primary | model | baseline | diff 95% CI | beats baseline |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for task_id, r in results["tasks"].items():
         key = r["primary_metric"]
+        figures = ", ".join(f"{name} {r['metrics'][name]:.3f}" for name in CHALLENGE_FIGURES[r["type"]] if name in r["metrics"])
         baseline = r.get("baseline", {}).get(key, float("nan"))
         diff = r.get("difference")
         ci = f"[{diff['ci95_lower']:+.3f}, {diff['ci95_upper']:+.3f}]" if diff else "-"
         beats = {True: "yes", False: "NO"}.get(r.get("beats_baseline"), "-")
-        lines.append(f"| {task_id} | {r['type']} | {r['n_eval']} | {key} | {r['metrics'][key]:.3f} | {baseline:.3f} | {ci} | {beats} |")
+        lines.append(f"| {task_id} | {r['type']} | {r['n_eval']} | {figures} | {key} | {r['metrics'][key]:.3f} | "
+                     f"{baseline:.3f} | {ci} | {beats} |")
     lines.append(f"\nmean normalised score: {results['score']:.4f}")
     return "\n".join(lines)
 
@@ -137,6 +191,8 @@ def main(argv=None):
     parser.add_argument("--tasks", nargs="+", help="task ids (default: every task of the model present in the data)")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--output", help="write the results JSON here")
+    parser.add_argument("--on_error", choices=("raise", "skip"), default="raise",
+                        help="a row with a problem (unreadable image, bad label): stop (raise) or leave it out and report it (skip)")
     args = parser.parse_args(argv)
 
     from modeling_m2dino import M2DinoForMultiTask, M2DinoImageProcessor
@@ -149,13 +205,27 @@ def main(argv=None):
     unknown = sorted(set(tasks) - set(model.served_tasks))
     if unknown:
         raise SystemExit(f"unknown task(s) {unknown}; the model serves {', '.join(model.served_tasks)}")
-    data = load_data(args.data, registry=model.config.task_specs)
+    # Rows of tasks the model does not serve are left out and counted, not refused.
+    data = load_data(args.data, tasks=tasks, registry=model.config.task_specs, on_error=args.on_error)
+    if args.split not in data:
+        raise SystemExit(f"{args.data} has no split {args.split!r}; it has {list(data)}")
+    report = loading_report(data[args.split])
+    left_out = report.get("left_out") or {}
+    if left_out:
+        print("left out (tasks the model does not serve or not asked for), rows per task: "
+              + ", ".join(f"{task} {n}" for task, n in left_out.items()))
+    skipped = (report.get("skipped") or {}).get(args.split) or {}
+    if skipped:
+        print("skipped (rows with problems), rows per task: " + ", ".join(f"{task} {n}" for task, n in skipped.items()))
+        for problem in report.get("problems", [])[:10]:
+            print(f"  {problem}")
     eval_sets = examples_by_task(data[args.split], tasks)
     if not eval_sets:
         raise SystemExit(f"no examples of tasks {tasks} in split {args.split!r} of {args.data}")
     train_sets = examples_by_task(data["train"], tasks, MAX_BASELINE_EXAMPLES) if "train" in data and args.split != "train" else None
     results = evaluate_model(model, processor, eval_sets, train_sets, args.batch_size)
-    results.update(model=os.path.abspath(args.model), data=os.path.abspath(args.data), split=args.split)
+    results.update(model=os.path.abspath(args.model), data=os.path.abspath(args.data), split=args.split,
+                   left_out=left_out, skipped=skipped)
     print(results_table(results))
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:

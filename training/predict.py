@@ -1,14 +1,26 @@
-"""`m2dino-predict`: predictions for a challenge-layout folder, written as submission files.
+"""`m2dino-predict` and the challenge entry point: a submission folder in the FMC_UIA organisers' format.
 
-    m2dino-predict --model m2dino --data DIR --out predictions/
+    m2dino-predict --model m2dino --data DIR --out predictions/ [--split all|train|val|test]
 
-Writes, keyed by each image's path relative to `--data` (the CSV vocabulary, original-image pixels):
-- `classification_predictions.json`: `{image: {"task_id", "prediction" (class index), "label" (name), "probabilities"}}`
-- `detection_predictions.json`: `{image: {"task_id", "boxes": [[x_min, y_min, x_max, y_max], ...], "scores", "labels"}}`,
-  best box first (the challenge scores the first box of its one-box tasks)
-- `regression_predictions.json`: `{image: {"task_id", "point_1_xy": [x, y], ...}}`
-- `masks/<image path>.png`: 8-bit class-index masks of the segmentation tasks, at the original size.
-`read_predictions` reads them back into the metrics' form, so a folder can be scored offline.
+Writes into `--out` exactly what the challenge's scorer reads (original-image pixels):
+- `classification_predictions.json`: a JSON list of `{"image_path", "task_id", "predicted_class" (int),
+  "predicted_probs" (one probability per class)}`;
+- `detection_predictions.json`: a list of `{"image_path", "task_id", "bbox_pixels": [x_min, y_min, x_max,
+  y_max], "score"}` (the top-scoring box: the challenge has one box per image);
+- `regression_predictions.json`: a list of `{"image_path", "task_id", "predicted_points_pixels": [x1, y1,
+  x2, y2, ...]}`;
+- segmentation: one 8-bit single-channel PNG (class index per pixel, no palette) per row at
+  `<out>/<the row's mask_path with every "../" removed>`, at the original image size.
+`image_path` and `task_id` are the CSV's cells verbatim (leading `../` included): the scorer matches a
+record to its row by that exact string, per task, so two tasks that share an image each get their record.
+
+The folder may be a test-time folder whose CSVs carry only `image_path`, `task_id`, `task_name` (and
+`mask_path`, where a predicted mask goes): nothing but the images is read. Rows of tasks the model does
+not serve are left out and counted per task in the summary. `--split all` (the default) predicts every row
+of `DIR/csv_files/`, as the challenge's container does; `train` / `val` / `test` predict one split.
+
+`ChallengeModel` is the class the challenge's container calls (`predict(data_root, output_dir)`); it and
+`m2dino-predict` run the same `predict_folder`.
 """
 
 import argparse
@@ -20,100 +32,190 @@ from PIL import Image
 
 from modeling_m2dino.tasks import TaskSpec
 
-from .evaluate import examples_by_task, predict
+from .evaluate import examples_by_task, load_split, predict
 
 PREDICTION_FILES = {
     "classification": "classification_predictions.json",
     "detection": "detection_predictions.json",
     "regression": "regression_predictions.json",
 }
+# The fields the challenge's scorer reads from each record of a prediction file.
+REQUIRED_FIELDS = {
+    "classification": ("image_path", "task_id", "predicted_class"),
+    "detection": ("image_path", "task_id", "bbox_pixels"),
+    "regression": ("image_path", "task_id", "predicted_points_pixels"),
+}
 
 
-def image_key(example: dict, data_root: str) -> str:
+def submission_image_path(example: dict, data_root: str) -> str:
+    """The key of an example's record: its CSV `image_path` cell verbatim, or (for a datasets folder,
+    which has no CSV) its path relative to the data folder."""
+    if example.get("csv_image_path"):
+        return example["csv_image_path"]
     return os.path.relpath(example["image_path"], data_root).replace(os.sep, "/")
 
 
-def mask_file(out_dir: str, key: str) -> str:
-    relative = key.replace("../", "")
-    return os.path.join(out_dir, "masks", os.path.splitext(relative)[0] + ".png")
+def mask_output_path(out_dir: str, mask_path: str) -> str:
+    """Where the challenge's scorer looks for a row's predicted mask: `mask_path` with every "../" removed."""
+    return os.path.join(out_dir, mask_path.replace("../", ""))
 
 
-def prediction_record(task: TaskSpec, prediction) -> dict:
-    """One image's prediction in the submission vocabulary (segmentation masks go to PNG files instead)."""
+def prediction_record(task: TaskSpec, image_path: str, prediction) -> dict:
+    """One row's record in the challenge's vocabulary (segmentation masks go to PNG files instead)."""
+    record = {"image_path": image_path, "task_id": task.id}
     if task.type == "classification":
-        index = int(np.argmax(prediction))
-        return {"task_id": task.id, "prediction": index, "label": task.labels[index],
-                "probabilities": [float(p) for p in prediction]}
-    if task.type == "detection":
-        return {"task_id": task.id, "boxes": np.asarray(prediction["boxes"], float).round(3).tolist(),
-                "scores": [float(s) for s in prediction["scores"]], "labels": [task.labels[0]] * len(prediction["scores"])}
-    return {"task_id": task.id, **{f"point_{i + 1}_xy": [float(x), float(y)] for i, (x, y) in enumerate(prediction)}}
+        probs = [float(p) for p in prediction]
+        record.update(predicted_class=int(np.argmax(prediction)), predicted_probs=probs)
+    elif task.type == "detection":
+        # `decode` lists every query's box, best first; the challenge scores one box per image.
+        record.update(bbox_pixels=[float(v) for v in np.asarray(prediction["boxes"])[0]],
+                      score=float(np.asarray(prediction["scores"])[0]))
+    elif task.type == "regression":
+        record.update(predicted_points_pixels=[float(v) for v in np.asarray(prediction).reshape(-1)])
+    else:
+        raise ValueError(f"task {task.id!r}: a {task.type} prediction has no JSON record")
+    return record
 
 
-def write_predictions(model, processor, data, data_root: str, out_dir: str, tasks=None, batch_size: int = 32) -> dict:
-    """Predict every example of `data` (a split) for the model's tasks and write the submission files."""
+def write_mask(path: str, mask: np.ndarray) -> None:
+    mask = np.asarray(mask)
+    if mask.ndim != 2 or mask.size and (mask.min() < 0 or mask.max() > 255):
+        raise ValueError(f"{path}: a predicted mask must be 2-D class indices 0..255, got shape {mask.shape}")
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    Image.fromarray(mask.astype(np.uint8), mode="L").save(path)
+
+
+def write_submission(model, processor, data, data_root: str, out_dir: str, tasks=None, batch_size: int = 32) -> dict:
+    """Predict every example of `data` (one split) for the model's tasks and write the submission files.
+
+    Returns per task the number of records written. Two segmentation rows whose masks would land on the same
+    file, or two rows of one task with the same `image_path`, stop with both rows named: one would
+    silently overwrite the other, and the scorer cannot tell them apart.
+    """
     specs = {t.id: t for t in model.config.task_specs}
-    records = {kind: {} for kind in PREDICTION_FILES}
-    counts = {}
+    records = {kind: [] for kind in PREDICTION_FILES}
+    seen_keys, seen_masks, counts = {}, {}, {}
+    os.makedirs(out_dir, exist_ok=True)
     for task_id, examples in examples_by_task(data, tasks or model.served_tasks).items():
         task = specs[task_id]
         for example, prediction in zip(examples, predict(model, processor, task, examples, batch_size)):
-            key = image_key(example, data_root)
+            image_path = submission_image_path(example, data_root)
+            where = example.get("source") or example["image_path"]
+            key = (task_id, image_path)
+            if key in seen_keys:
+                raise ValueError(f"{where} and {seen_keys[key]}: two rows of task {task_id!r} with image_path {image_path!r}")
+            seen_keys[key] = where
             if task.type == "segmentation":
-                path = mask_file(out_dir, key)
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                Image.fromarray(prediction.astype(np.uint8)).save(path)
+                mask_path = example.get("csv_mask_path") or os.path.splitext(image_path.replace("../", ""))[0] + "_mask.png"
+                path = os.path.normpath(mask_output_path(out_dir, mask_path))
+                if path in seen_masks:
+                    raise ValueError(f"{where} and {seen_masks[path]}: both rows' predicted masks would be written to {path}")
+                seen_masks[path] = where
+                write_mask(path, prediction)
             else:
-                records[task.type][key] = prediction_record(task, prediction)
+                records[task.type].append(prediction_record(task, image_path, prediction))
         counts[task_id] = len(examples)
-    os.makedirs(out_dir, exist_ok=True)
     for kind, name in PREDICTION_FILES.items():
         with open(os.path.join(out_dir, name), "w", encoding="utf-8") as f:
             json.dump(records[kind], f, indent=1)
     return counts
 
 
-def read_predictions(out_dir: str, task: TaskSpec, examples: list[dict], data_root: str) -> list:
-    """The written predictions of one task's examples, in the form `metrics.task_metrics` takes."""
-    keys = [image_key(e, data_root) for e in examples]
-    if task.type == "segmentation":
-        return [np.asarray(Image.open(mask_file(out_dir, key))) for key in keys]
-    with open(os.path.join(out_dir, PREDICTION_FILES[task.type]), encoding="utf-8") as f:
-        records = json.load(f)
-    missing = [k for k in keys if k not in records]
-    if missing:
-        raise ValueError(f"{out_dir}: no {task.type} prediction for {missing[:5]}")
-    if task.type == "classification":
-        return np.asarray([records[k]["probabilities"] for k in keys])
-    if task.type == "detection":
-        return [{"boxes": np.asarray(records[k]["boxes"], float).reshape(-1, 4), "scores": np.asarray(records[k]["scores"])}
-                for k in keys]
-    return [np.asarray([records[k][f"point_{i + 1}_xy"] for i in range(task.num_points)]) for k in keys]
+def predict_folder(model, processor, data_root: str, out_dir: str, split: str = "all", tasks=None,
+                   batch_size: int = 32, on_error: str = "raise") -> dict:
+    """Write the submission for `data_root` (see the module docstring); returns a summary dict:
+    `counts` (records per task), `left_out` (rows per task of tasks the model does not serve),
+    `skipped` (rows per task dropped with on_error="skip") and `problems`."""
+    served = list(tasks or model.served_tasks)
+    unknown = sorted(set(served) - set(model.served_tasks))
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; the model serves {', '.join(model.served_tasks)}")
+    data, report = load_split(data_root, split, served, model.config.task_specs, on_error=on_error, require_labels=False)
+    counts = write_submission(model, processor, data, os.path.abspath(data_root), out_dir, served, batch_size)
+    skipped = report.get("skipped", {})
+    summary = {"counts": counts, "left_out": report.get("left_out", {}),
+               "skipped": skipped.get(split if split != "all" else "train", {}) if skipped else {},
+               "problems": report.get("problems", [])}
+    with open(os.path.join(out_dir, "prediction_summary.json"), "w", encoding="utf-8") as f:
+        json.dump(dict(summary, data=os.path.abspath(data_root), split=split), f, indent=1)
+    return summary
+
+
+def describe(summary: dict, out_dir: str) -> str:
+    lines = [f"wrote predictions for {sum(summary['counts'].values())} rows of {len(summary['counts'])} task(s) into {out_dir}"]
+    if summary["left_out"]:
+        lines.append("left out (tasks the model does not serve), rows per task: "
+                     + ", ".join(f"{task} {n}" for task, n in summary["left_out"].items()))
+    if summary["skipped"]:
+        lines.append("skipped (rows with problems), rows per task: "
+                     + ", ".join(f"{task} {n}" for task, n in summary["skipped"].items()))
+        lines += [f"  {problem}" for problem in summary["problems"][:10]]
+    return "\n".join(lines)
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class ChallengeModel:
+    """The challenge container's entry point: `Model().predict(data_root, output_dir)`.
+
+    Loads a saved M2DINO folder (`model_dir`, else the class attribute `model_dir`, else the environment
+    variable `M2DINO_MODEL_DIR`) and writes the submission for every row of `data_root/csv_files/`. A
+    participant's container needs three lines::
+
+        from m2dino_training.predict import ChallengeModel
+        class Model(ChallengeModel):
+            model_dir = "/opt/m2dino"  # the folder m2dino-train wrote
+    """
+
+    model_dir: str | None = None
+
+    def __init__(self, model_dir: str | None = None, device: str | None = None, batch_size: int = 32):
+        from modeling_m2dino import M2DinoForMultiTask, M2DinoImageProcessor
+
+        model_dir = model_dir or self.model_dir or os.environ.get("M2DINO_MODEL_DIR")
+        if not model_dir:
+            raise ValueError("no model folder: pass model_dir, set the class attribute model_dir, or set M2DINO_MODEL_DIR")
+        self.model = M2DinoForMultiTask.from_pretrained(model_dir).to(device or default_device()).eval()
+        self.processor = M2DinoImageProcessor.from_pretrained(model_dir)
+        self.batch_size = batch_size
+
+    def predict(self, data_root: str, output_dir: str) -> dict:
+        summary = predict_folder(self.model, self.processor, data_root, output_dir, "all", batch_size=self.batch_size)
+        print(describe(summary, output_dir), flush=True)
+        return summary
+
+
+Model = ChallengeModel
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Write challenge submission files for a challenge-layout folder.")
-    parser.add_argument("--model", required=True)
+    parser = argparse.ArgumentParser(description="Write a challenge submission (the FMC_UIA organisers' format) for a folder.")
+    parser.add_argument("--model", required=True, help="saved M2DINO folder")
     parser.add_argument("--data", required=True, help="challenge-layout (or datasets) folder")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--split", default="val")
-    parser.add_argument("--tasks", nargs="+")
+    parser.add_argument("--out", required=True, help="submission folder to write")
+    parser.add_argument("--split", default="all", help="all (every CSV row, the default), train, val or test")
+    parser.add_argument("--tasks", nargs="+", help="task ids (default: every task the model serves)")
     parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    parser.add_argument("--on_error", choices=("raise", "skip"), default="raise",
+                        help="a row whose image cannot be read: stop (raise) or leave it out and report it (skip)")
     args = parser.parse_args(argv)
 
     from modeling_m2dino import M2DinoForMultiTask, M2DinoImageProcessor
 
-    from .data.hf_folder import load_data
-
-    model = M2DinoForMultiTask.from_pretrained(args.model).eval()
+    model = M2DinoForMultiTask.from_pretrained(args.model).to(args.device or default_device()).eval()
     processor = M2DinoImageProcessor.from_pretrained(args.model)
-    data = load_data(args.data, registry=model.config.task_specs)
-    if args.split not in data:
-        raise SystemExit(f"{args.data} has no split {args.split!r}; it has {list(data)}")
-    counts = write_predictions(model, processor, data[args.split], os.path.abspath(args.data), args.out, args.tasks,
-                               args.batch_size)
-    print(f"wrote predictions for {sum(counts.values())} images of {len(counts)} tasks into {args.out}")
-    return counts
+    try:
+        summary = predict_folder(model, processor, args.data, args.out, args.split, args.tasks, args.batch_size,
+                                 args.on_error)
+    except ValueError as error:
+        raise SystemExit(str(error)) from error
+    print(describe(summary, args.out))
+    return summary
 
 
 if __name__ == "__main__":

@@ -1,0 +1,441 @@
+"""`m2dino-score`: score a submission folder exactly as the FMC_UIA challenge does, and say what it does not.
+
+    m2dino-score --data ROOT --predictions OUT [--output scores.json]
+
+`ROOT` is a challenge layout (`ROOT/csv_files/*.csv` with labels); `OUT` is a submission folder in the
+organisers' format (see `predict.py`), ours or any other team's. Every row of every CSV is a candidate:
+- a row with a matching record (same `task_id`, `image_path` equal to the CSV cell verbatim) or, for
+  segmentation, a mask at `OUT/<mask_path without "../">` is scored; a row without one is skipped, as the
+  challenge does, and counted per task (`rows_without_prediction`);
+- a predicted mask of another size than its ground truth is resized to it by nearest neighbour (OpenCV's
+  INTER_NEAREST index rule, as the challenge does) and counted; a palette PNG is read as grey levels, a
+  16-bit PNG as its high byte (what the challenge's reader sees), and reported;
+- the organisers' metrics (`metrics.py`) per task, then the average of each metric over the scored tasks
+  of a type (the challenge's summary). The JSON nests results like the challenge's: per type, per task,
+  the figures, `num_samples` and `per_class`.
+
+Bad input never stops the rows that are fine from being scored; each problem names the file and the record
+(index in the JSON list) or the CSV line, and the counts say what was left out: a prediction file that is
+not a JSON list, a record without a required field or with a malformed value, a record whose
+(`task_id`, `image_path`) no row lists, a `task_name` spelled otherwise than the organisers'
+(`segmentation`, `classification`, `detection`, `Regression`: the challenge groups tasks by that exact
+string, so such rows would not be scored there either), a `num_classes` that disagrees with the task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from modeling_m2dino.tasks import CSV_TASK_NAMES, FMC_UIA_TASKS
+
+from . import metrics as challenge
+from .data.fmc_uia import read_mask
+from .predict import PREDICTION_FILES, REQUIRED_FIELDS, mask_output_path
+
+_BOX_FIELDS = ("x_min", "y_min", "x_max", "y_max")
+# The figures the challenge reports per task, and which of them its summary averages per type.
+HEADLINE = {
+    "segmentation": ("DSC", "HD"),
+    "classification": ("Accuracy", "AUC", "F1_macro", "F1_weighted", "MCC"),
+    "detection": ("IoU",),
+    "regression": ("MRE",),
+}
+# Extra figures m2dino-score also reports (m2dino-evaluate reports them too, so both can be compared).
+EXTRA = {"segmentation": ("HD95",), "classification": (), "detection": (), "regression": ("MRE_std",)}
+_MAX_PROBLEMS = 200
+
+
+@dataclass
+class Row:
+    csv_file: str
+    line: int
+    cells: dict
+
+    @property
+    def where(self) -> str:
+        return f"{self.csv_file}, line {self.line}"
+
+    def cell(self, name: str) -> str:
+        return (self.cells.get(name) or "").strip()
+
+
+@dataclass
+class Report:
+    problems: list = field(default_factory=list)
+    rows_left_out: Counter = field(default_factory=Counter)  # rows that cannot be scored (bad CSV rows), per task
+    rows_without_prediction: Counter = field(default_factory=Counter)
+    records_matching_no_row: Counter = field(default_factory=Counter)  # per prediction file
+    records_left_out: Counter = field(default_factory=Counter)  # malformed records, per prediction file
+    resized_masks: Counter = field(default_factory=Counter)
+
+    def problem(self, text: str) -> None:
+        self.problems.append(text)
+
+
+def read_csv_rows(data_root: str) -> list[Row]:
+    csv_dir = os.path.join(data_root, "csv_files")
+    if not os.path.isdir(csv_dir):
+        raise FileNotFoundError(f"{data_root} has no csv_files/ folder: not a challenge layout")
+    names = sorted(name for name in os.listdir(csv_dir) if name.lower().endswith(".csv"))
+    if not names:
+        raise FileNotFoundError(f"no .csv files in {csv_dir}")
+    rows = []
+    for name in names:
+        path = os.path.join(csv_dir, name)
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            for cells in reader:
+                if any((value or "").strip() for value in cells.values() if isinstance(value, str)):
+                    rows.append(Row(os.path.join("csv_files", name), reader.line_num, cells))
+    return rows
+
+
+def resize_nearest_like_opencv(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Nearest-neighbour resize with OpenCV's INTER_NEAREST rule: source index floor(i * src / dst)."""
+    rows = np.minimum(np.floor(np.arange(height) * (mask.shape[0] / height)).astype(np.int64), mask.shape[0] - 1)
+    cols = np.minimum(np.floor(np.arange(width) * (mask.shape[1] / width)).astype(np.int64), mask.shape[1] - 1)
+    return mask[rows[:, None], cols[None, :]]
+
+
+def read_predicted_mask(path: str, shown: str, report: Report) -> np.ndarray:
+    """A predicted mask as the challenge's reader sees it (8-bit grey levels), with what differs reported."""
+    with Image.open(path) as image:
+        image.load()
+        mode = image.mode
+        if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+            report.problem(f"{shown}: a 16-bit mask; the challenge reads 8-bit grey levels (the high byte), so class "
+                           "indices read as 0: write an 8-bit single-channel PNG")
+            return (np.asarray(image).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8)
+        if mode != "L":
+            if mode not in ("1",):
+                report.problem(f"{shown}: a {mode!r} image; the challenge reads it as grey levels, not class indices: "
+                               "write an 8-bit single-channel PNG")
+            image = image.convert("L")
+        return np.asarray(image)
+
+
+def load_records(pred_dir: str, kind: str, report: Report) -> list[tuple[int, dict]]:
+    """(index, record) for the well-formed records of one prediction file; problems reported."""
+    name = PREDICTION_FILES[kind]
+    path = os.path.join(pred_dir, name)
+    if not os.path.exists(path):
+        return []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            records = json.load(handle)
+    except (OSError, ValueError) as error:
+        report.problem(f"{name}: not readable as JSON ({error}); none of its records is scored")
+        return []
+    if not isinstance(records, list):
+        report.problem(f"{name}: a JSON {type(records).__name__}, but the challenge reads a list of records; "
+                       "none of its records is scored")
+        return []
+    good = []
+    for index, record in enumerate(records):
+        what = f"{name}, record {index}"
+        if not isinstance(record, dict):
+            report.problem(f"{what}: a {type(record).__name__}, not an object")
+            report.records_left_out[name] += 1
+            continue
+        missing = [f for f in REQUIRED_FIELDS[kind] if f not in record]
+        if missing:
+            report.problem(f"{what}: missing field(s) {missing}")
+            report.records_left_out[name] += 1
+            continue
+        if not isinstance(record["image_path"], str) or not isinstance(record["task_id"], str):
+            report.problem(f"{what}: image_path and task_id must be strings")
+            report.records_left_out[name] += 1
+            continue
+        good.append((index, record))
+    return good
+
+
+def _numbers(value, count: int | None = None) -> list[float] | None:
+    if not isinstance(value, (list, tuple)) or (count is not None and len(value) != count):
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+        return None
+    return [float(v) for v in value]
+
+
+def _reference(row: Row, spec, data_root: str, report: Report):
+    """The row's ground truth, or None (reported) when it cannot be read."""
+    try:
+        if spec.type == "segmentation":
+            return read_mask(os.path.normpath(os.path.join(data_root, "csv_files", row.cell("mask_path"))))
+        if spec.type == "classification":
+            return int(float(row.cell("mask")))
+        if spec.type == "detection":
+            return [float(row.cell(name)) for name in _BOX_FIELDS]
+        points = []
+        for k in range(1, spec.num_points + 1):
+            text = row.cell(f"point_{k}_xy")
+            # As the challenge does: a missing ground-truth point counts as (0, 0).
+            points.append(json.loads(text) if text else [0.0, 0.0])
+        return np.asarray(points, np.float64).reshape(-1, 2)
+    except (OSError, ValueError, TypeError) as error:
+        report.problem(f"{row.where}: the ground truth of this {spec.type} row cannot be read ({error}); row left out")
+        return None
+
+
+def score_submission(data_root: str, pred_dir: str, registry=None) -> dict:
+    """Score the submission in `pred_dir` against the labelled layout `data_root` (see the module docstring)."""
+    specs = {t.id: t for t in (registry or FMC_UIA_TASKS)}
+    report = Report()
+    rows_by_task: dict[str, list[Row]] = defaultdict(list)
+    excluded_keys = set()  # rows left out for a CSV problem: their records are not "matching no row"
+    for row in read_csv_rows(data_root):
+        task_id, name = row.cell("task_id"), row.cells.get("task_name", "")
+        spec = specs.get(task_id)
+        if spec is None:
+            report.problem(f"{row.where}: unknown task_id {task_id!r}; row left out")
+            report.rows_left_out[task_id] += 1
+            excluded_keys.add((task_id, row.cells.get("image_path", "")))
+            continue
+        if name != CSV_TASK_NAMES[spec.type]:
+            report.problem(f"{row.where}, field 'task_name': {name!r}; the challenge spells it "
+                           f"{CSV_TASK_NAMES[spec.type]!r} and scores tasks by that exact name; row left out")
+            report.rows_left_out[task_id] += 1
+            excluded_keys.add((task_id, row.cells.get("image_path", "")))
+            continue
+        count = row.cell("num_classes")
+        expected = spec.num_points if spec.type == "regression" else spec.num_classes
+        try:
+            count_ok = not count or float(count) == expected
+        except ValueError:
+            count_ok = False
+        if not count_ok:
+            report.problem(f"{row.where}, field 'num_classes': {count!r} but task {task_id!r} has {expected}; row left out")
+            report.rows_left_out[task_id] += 1
+            excluded_keys.add((task_id, row.cells.get("image_path", "")))
+            continue
+        rows_by_task[task_id].append(row)
+
+    records = {kind: load_records(pred_dir, kind, report) for kind in PREDICTION_FILES}
+    results = {kind: {} for kind in HEADLINE}
+    # Index every record by (task_id, image_path); a later duplicate replaces an earlier one, as in the challenge.
+    index = {}
+    for kind, kind_records in records.items():
+        for position, record in kind_records:
+            key = (record["task_id"], record["image_path"])
+            if key in index:
+                report.problem(f"{PREDICTION_FILES[kind]}, record {position}: a second record for task "
+                               f"{key[0]!r} and image {key[1]!r}; the later one is scored, as in the challenge")
+            index[key] = (kind, position, record)
+
+    expected_masks = set()
+    for task_id, rows in rows_by_task.items():
+        spec = specs[task_id]
+        predictions, references = [], []
+        for row in rows:
+            if spec.type == "segmentation":
+                mask_path = row.cell("mask_path")
+                if not mask_path:
+                    report.problem(f"{row.where}, field 'mask_path': empty; row left out")
+                    report.rows_left_out[task_id] += 1
+                    continue
+                path = mask_output_path(pred_dir, mask_path)
+                expected_masks.add(os.path.normpath(path))
+                if not os.path.exists(path):
+                    report.rows_without_prediction[task_id] += 1
+                    continue
+                reference = _reference(row, spec, data_root, report)
+                if reference is None:
+                    report.rows_left_out[task_id] += 1
+                    continue
+                shown = os.path.relpath(path, pred_dir)
+                try:
+                    predicted = read_predicted_mask(path, shown, report)
+                except (OSError, ValueError) as error:
+                    report.problem(f"{shown}: not readable as an image ({error}); {row.where} not scored")
+                    report.rows_without_prediction[task_id] += 1
+                    continue
+                if predicted.shape != reference.shape:
+                    report.problem(f"{shown}: {predicted.shape[1]}x{predicted.shape[0]} but the ground truth of "
+                                   f"{row.where} is {reference.shape[1]}x{reference.shape[0]} (width x height); "
+                                   "resized by nearest neighbour, as the challenge does")
+                    report.resized_masks[task_id] += 1
+                    predicted = resize_nearest_like_opencv(predicted, *reference.shape)
+                predictions.append(predicted)
+                references.append(reference)
+                continue
+            key = (task_id, row.cells.get("image_path", ""))
+            found = index.get(key)
+            if found is None or found[0] != spec.type:
+                report.rows_without_prediction[task_id] += 1
+                continue
+            kind, position, record = found
+            what = f"{PREDICTION_FILES[kind]}, record {position}"
+            value = _record_value(spec, record, what, report)
+            if value is None:
+                report.records_left_out[PREDICTION_FILES[kind]] += 1
+                report.rows_without_prediction[task_id] += 1
+                continue
+            reference = _reference(row, spec, data_root, report)
+            if reference is None:
+                report.rows_left_out[task_id] += 1
+                continue
+            predictions.append(value)
+            references.append(reference)
+        results[spec.type][task_id] = _task_result(spec, predictions, references, report)
+
+    row_keys = {(task_id, row.cells.get("image_path", "")): specs[task_id].type
+                for task_id, rows in rows_by_task.items() for row in rows}
+    for key, (kind, position, record) in index.items():
+        if row_keys.get(key) != kind and key not in excluded_keys:
+            report.problem(f"{PREDICTION_FILES[kind]}, record {position}: task {key[0]!r} and image {key[1]!r} "
+                           "match no CSV row; not scored")
+            report.records_matching_no_row[PREDICTION_FILES[kind]] += 1
+    for folder, _, names in os.walk(pred_dir):
+        for name in names:
+            path = os.path.normpath(os.path.join(folder, name))
+            if name.lower().endswith(".png") and path not in expected_masks:
+                report.problem(f"{os.path.relpath(path, pred_dir)}: a mask no segmentation row's mask_path points to")
+                report.records_matching_no_row["masks"] += 1
+
+    summary = {}
+    for kind, tasks in results.items():
+        scored = [r for r in tasks.values() if r["num_samples"] > 0]
+        if scored:
+            summary[kind] = {name: float(np.mean([r[name] for r in scored])) for name in HEADLINE[kind]}
+            summary[kind]["num_tasks"] = len(scored)
+    out = {kind: tasks for kind, tasks in results.items() if tasks}
+    out["summary"] = summary
+    out["left_out"] = {
+        "rows_without_prediction": dict(sorted(report.rows_without_prediction.items())),
+        "rows_left_out": dict(sorted(report.rows_left_out.items())),
+        "records_left_out": dict(sorted(report.records_left_out.items())),
+        "records_matching_no_row": dict(sorted(report.records_matching_no_row.items())),
+        "resized_masks": dict(sorted(report.resized_masks.items())),
+    }
+    out["num_problems"] = len(report.problems)
+    out["problems"] = report.problems[:_MAX_PROBLEMS]
+    return out
+
+
+def _record_value(spec, record: dict, what: str, report: Report):
+    """A record's prediction in the metrics' form, or None (reported) when a field is malformed."""
+    if spec.type == "classification":
+        predicted = record["predicted_class"]
+        if isinstance(predicted, bool) or not isinstance(predicted, (int, float)) or not float(predicted).is_integer():
+            report.problem(f"{what}: predicted_class {predicted!r} is not an integer")
+            return None
+        probs = record.get("predicted_probs")
+        if probs is not None and _numbers(probs, spec.num_classes) is None:
+            report.problem(f"{what}: predicted_probs is not a list of {spec.num_classes} numbers; the task's AUC is 0")
+            probs = "malformed"
+        return int(predicted), probs
+    if spec.type == "detection":
+        box = _numbers(record["bbox_pixels"], 4)
+        if box is None:
+            report.problem(f"{what}: bbox_pixels {record['bbox_pixels']!r} is not [x_min, y_min, x_max, y_max]")
+        return box
+    points = _numbers(record["predicted_points_pixels"])
+    if points is None or len(points) != 2 * spec.num_points:
+        report.problem(f"{what}: predicted_points_pixels is not a list of {2 * spec.num_points} numbers "
+                       f"(x1, y1, ... for the task's {spec.num_points} points)")
+        return None
+    return np.asarray(points).reshape(-1, 2)
+
+
+def _task_result(spec, predictions: list, references: list, report: Report) -> dict:
+    """One task's figures in the challenge's layout (num_samples 0 and zeros when nothing was scored)."""
+    kind = spec.type
+    if not references:
+        result = dict.fromkeys(HEADLINE[kind], 0.0)
+        result["num_samples"] = 0
+        if kind in ("segmentation", "classification"):
+            result["per_class"] = {}
+        return result
+    if kind == "segmentation":
+        values = challenge.segmentation_metrics(predictions, references, spec.num_classes)
+        per_class = {f"class_{c}": {"DSC": values[f"class_{c}_DSC"], "HD": values[f"class_{c}_HD"]}
+                     for c in range(spec.num_classes)}
+    elif kind == "classification":
+        predicted = np.asarray([p for p, _ in predictions])
+        probs = [q for _, q in predictions]
+        # The challenge computes AUC only when every scored record has probabilities.
+        usable = all(q is not None and q != "malformed" for q in probs)
+        values = challenge.classification_metrics(np.asarray(probs, np.float64) if usable else None,
+                                                  np.asarray(references), spec.num_classes, predicted=predicted)
+        if not usable:
+            report.problem(f"task {spec.id!r}: {sum(q is None for q in probs)} scored record(s) without predicted_probs; "
+                           "AUC is 0, as in the challenge")
+        per_class = {f"class_{c}": {"F1": values[f"class_{c}_F1"]} for c in range(spec.num_classes)}
+    elif kind == "detection":
+        values = challenge.detection_metrics([np.asarray(b)[None] for b in predictions], None, references)
+        per_class = None
+    else:
+        values = challenge.regression_metrics(predictions, references)
+        per_class = None
+    result = {name: float(values[name]) for name in HEADLINE[kind] + EXTRA[kind]}
+    if kind == "regression":
+        result.update({f"point_{k}_MRE": values[f"point_{k}_MRE"] for k in range(1, spec.num_points + 1)})
+    result["num_samples"] = int(values["num_samples"])
+    if per_class is not None:
+        result["per_class"] = per_class
+    return result
+
+
+def flat_task_result(result: dict) -> dict[str, float]:
+    """A task's scored figures as flat names (`class_1_DSC` for per_class/class_1/DSC), the names
+    `m2dino-evaluate` uses in its `metrics`."""
+    flat = {name: value for name, value in result.items() if name not in ("per_class", "num_samples")}
+    for class_name, figures in (result.get("per_class") or {}).items():
+        flat.update({f"{class_name}_{name}": value for name, value in figures.items()})
+    return flat
+
+
+def summary_text(scores: dict) -> str:
+    lines = []
+    for kind, names in HEADLINE.items():
+        tasks = scores.get(kind)
+        if not tasks:
+            continue
+        lines.append(f"[{kind}]")
+        for task_id, result in tasks.items():
+            figures = ", ".join(f"{name}={result[name]:.4f}" for name in names)
+            lines.append(f"  {task_id}: {figures}, samples={result['num_samples']}")
+        if kind in scores["summary"]:
+            average = scores["summary"][kind]
+            lines.append("  average over {} task(s): {}".format(
+                average["num_tasks"], ", ".join(f"{name}={average[name]:.4f}" for name in names)))
+    left_out = {name: counts for name, counts in scores["left_out"].items() if counts}
+    if left_out:
+        lines.append("not scored: " + "; ".join(f"{name.replace('_', ' ')} {counts}" for name, counts in left_out.items()))
+    if scores["num_problems"]:
+        lines.append(f"{scores['num_problems']} problem(s); the first ones:")
+        lines += [f"  {problem}" for problem in scores["problems"][:20]]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Score a submission folder as the FMC_UIA challenge does.")
+    parser.add_argument("--data", required=True, help="labelled challenge layout (the folder holding csv_files/)")
+    parser.add_argument("--predictions", required=True, help="submission folder (prediction JSON files and masks)")
+    parser.add_argument("--output", help="write the scores JSON here")
+    args = parser.parse_args(argv)
+    if not os.path.isdir(args.predictions):
+        raise SystemExit(f"--predictions {args.predictions!r} is not a folder")
+    try:
+        scores = score_submission(args.data, args.predictions)
+    except FileNotFoundError as error:
+        raise SystemExit(str(error)) from error
+    print(summary_text(scores))
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            json.dump(scores, f, indent=2)
+    return scores
+
+
+if __name__ == "__main__":
+    main()
