@@ -210,7 +210,7 @@ def main(argv=None):
     if args.split not in data:
         raise SystemExit(f"{args.data} has no split {args.split!r}; it has {list(data)}")
     report = loading_report(data[args.split])
-    left_out = report.get("left_out") or {}
+    left_out = (report.get("left_out") or {}).get(args.split, {})
     if left_out:
         print("left out (tasks the model does not serve or not asked for), rows per task: "
               + ", ".join(f"{task} {n}" for task, n in left_out.items()))

@@ -68,6 +68,8 @@ better).
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -238,18 +240,25 @@ def segmentation_metrics(
 def classification_auc(labels: np.ndarray, probs: np.ndarray | None, num_classes: int) -> float:
     """The challenge's AUC: scikit-learn's `roc_auc_score` of the class-1 probability for two classes,
     macro one-vs-rest over the probability rows otherwise; 0.0 when there are no probabilities or
-    scikit-learn cannot compute it (one class only in the labels, rows that do not sum to 1, ...)."""
+    scikit-learn cannot compute it (one class only in the labels, rows that do not sum to 1, ...): older
+    scikit-learn versions raise there, recent ones return NaN; both give 0.0."""
+    from sklearn.exceptions import UndefinedMetricWarning
     from sklearn.metrics import roc_auc_score
 
     if probs is None:
         return 0.0
     try:
         probs = np.asarray(probs, np.float64)
-        if num_classes == 2:
-            return float(roc_auc_score(labels, probs[:, 1]))
-        return float(roc_auc_score(labels, probs, average="macro", multi_class="ovr"))
+        with warnings.catch_warnings():
+            # Recent scikit-learn warns and returns NaN where older versions raised (one class in the labels).
+            warnings.simplefilter("ignore", UndefinedMetricWarning)
+            if num_classes == 2:
+                auc = float(roc_auc_score(labels, probs[:, 1]))
+            else:
+                auc = float(roc_auc_score(labels, probs, average="macro", multi_class="ovr"))
     except (ValueError, IndexError, TypeError):
         return 0.0
+    return auc if math.isfinite(auc) else 0.0
 
 
 def classification_metrics(
@@ -668,3 +677,24 @@ def bootstrap_difference_ci(
         means[start:stop] = diff[rng.integers(0, diff.size, size=(stop - start, diff.size))].mean(1)
     lower, upper = np.percentile(means, [100 * alpha / 2, 100 * (1 - alpha / 2)])
     return float(diff.mean()), float(lower), float(upper)
+
+
+# ----------------------------------------------------------------------------------------------
+# the same metrics as a local `evaluate` module
+# ----------------------------------------------------------------------------------------------
+
+
+def load_challenge_metric(task_type: str, **kwargs):
+    """`evaluate.load` of the challenge metrics shipped in this package (offline), configuration = task type.
+
+    `metric.compute(predictions=..., references=..., num_classes=...)` returns the figures `task_metrics`
+    gives (see `metrics_modules/fmc_uia.py` for the input forms).
+    """
+    import os
+
+    import evaluate
+
+    if task_type not in PRIMARY_METRIC:
+        raise ValueError(f"unknown task type {task_type!r}; one of {', '.join(PRIMARY_METRIC)}")
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "metrics_modules", "fmc_uia.py")
+    return evaluate.load(script, config_name=task_type, **kwargs)

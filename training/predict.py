@@ -132,10 +132,9 @@ def predict_folder(model, processor, data_root: str, out_dir: str, split: str = 
         raise ValueError(f"unknown task(s) {unknown}; the model serves {', '.join(model.served_tasks)}")
     data, report = load_split(data_root, split, served, model.config.task_specs, on_error=on_error, require_labels=False)
     counts = write_submission(model, processor, data, os.path.abspath(data_root), out_dir, served, batch_size)
-    skipped = report.get("skipped", {})
-    summary = {"counts": counts, "left_out": report.get("left_out", {}),
-               "skipped": skipped.get(split if split != "all" else "train", {}) if skipped else {},
-               "problems": report.get("problems", [])}
+    loaded_split = "train" if split == "all" else split  # "all" is loaded as one seeded split holding every row
+    summary = {"counts": counts, "left_out": (report.get("left_out") or {}).get(loaded_split, {}),
+               "skipped": (report.get("skipped") or {}).get(loaded_split, {}), "problems": report.get("problems", [])}
     with open(os.path.join(out_dir, "prediction_summary.json"), "w", encoding="utf-8") as f:
         json.dump(dict(summary, data=os.path.abspath(data_root), split=split), f, indent=1)
     return summary

@@ -36,3 +36,19 @@ def test_layout_read_by_load_fmc_uia_gives_exactly_the_generated_labels(written,
         if expected["points"] is not None:
             assert np.array_equal(np.asarray(example["points"], np.float32), expected["points"])
     assert len(seen) == len(data)
+
+
+def test_every_row_carries_num_classes_as_the_challenge_writes_it(written):
+    import csv
+
+    from modeling_m2dino.tasks import FMC_UIA_TASKS
+
+    out, _ = written
+    specs = {t.id: t for t in FMC_UIA_TASKS}
+    rows = [row for path in sorted((out / "train" / "csv_files").glob("*.csv")) + sorted((out / "val" / "csv_files").glob("*.csv"))
+            for row in csv.DictReader(open(path, newline="", encoding="utf-8"))]
+    assert rows
+    for row in rows:
+        spec = specs[row["task_id"]]
+        expected = spec.num_points if spec.type == "regression" else spec.num_classes
+        assert row["num_classes"] == str(expected), row

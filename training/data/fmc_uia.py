@@ -691,11 +691,11 @@ def load_fmc_uia(
             "counts": counts,
         }
 
-    left_out = {}
+    splits = [split] if split is not None else available
+    # Rows of tasks not asked for (a model serving fewer tasks than the folder holds): counted per split and task.
+    left_out = {name: dict(sorted(Counter(_task_id(row) for row in rows if row.split == name and wanted is not None
+                                          and _task_id(row) not in wanted).items())) for name in splits}
     if wanted is not None:
-        # Rows of tasks not asked for (a model serving fewer tasks than the folder holds): counted per task.
-        left_out = Counter(_task_id(row) for row in rows if _task_id(row) not in wanted and (split is None or row.split == split))
-        left_out = dict(sorted(left_out.items()))
         ignored_unknown = sum(1 for row in rows if _task_id(row) not in by_id)
         if ignored_unknown:
             logger.warning("FMC_UIA %s: ignored %d row(s) whose task_id is not in the registry", root, ignored_unknown)
@@ -708,7 +708,6 @@ def load_fmc_uia(
     if bad and on_error == "raise":
         raise _error(bad[0], more=len(bad) - 1)
 
-    splits = [split] if split is not None else available
     kept = {name: [row for row in rows if row.problem is None and row.split == name] for name in splits}
     skipped = {name: dict(sorted(Counter(_task_id(row) for row in bad if row.split == name).items())) for name in splits}
     report = {
