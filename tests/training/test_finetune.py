@@ -93,7 +93,7 @@ def test_method_comparison_writes_its_table_with_true_parameter_counts(compariso
     assert rows[1]["trainable_params"] == expected == lora.get_nb_trainable_parameters()[0]
     assert rows[1]["trainable_percent"] == pytest.approx(100 * expected / lora.get_nb_trainable_parameters()[1])
     for row in rows:
-        assert row["metrics"]["accuracy"] >= 0 and "accuracy" in row["baseline"] and row["train_seconds"] > 0
+        assert row["metrics"]["Accuracy"] >= 0 and "Accuracy" in row["baseline"] and row["train_seconds"] > 0
 
 
 def test_every_saved_folder_has_a_card(comparison):

@@ -25,20 +25,25 @@ def test_dice_by_hand_with_empty_class_conventions():
     pred1[2:4, 2:4] = 1  # 4 pixels, identical to the reference -> class 1 Dice 1.0
     ref1 = pred1.copy()
     ref1[0, 0] = 2
-    out = M.segmentation_metrics([pred0, pred1], [ref0, ref1], num_classes=3, class_names=["a", "b"])
-    assert out["dice_a"] == pytest.approx((0.6 + 1.0) / 2)
-    assert out["dice_b"] == pytest.approx((1.0 + 0.0) / 2)
-    assert out["dice"] == pytest.approx((0.8 + 0.5) / 2)
-    np.testing.assert_allclose(out["per_sample_dice"], [(0.6 + 1.0) / 2, (1.0 + 0.0) / 2])
-    # Class 2 in image 1 is missing from the prediction: HD95 penalty = the 4x4 diagonal.
-    assert out["hd95_b"] == pytest.approx((0.0 + math.hypot(4, 4)) / 2)
+    out = M.segmentation_metrics([pred0, pred1], [ref0, ref1], num_classes=3)
+    assert out["class_1_DSC"] == pytest.approx((0.6 + 1.0) / 2)
+    assert out["class_2_DSC"] == pytest.approx((1.0 + 0.0) / 2)
+    assert out["DSC"] == pytest.approx((0.8 + 0.5) / 2)
+    np.testing.assert_allclose(out["per_sample_dsc"], [(0.6 + 1.0) / 2, (1.0 + 0.0) / 2])
+    # Background: image 0 prediction 12 pixels, reference 10, 9 shared -> 18/22; image 1: 11 vs 11, 11 shared.
+    assert out["class_0_DSC"] == pytest.approx((18 / 22 + 22 / 23) / 2)
+    # Class 2: absent from both in image 0 (HD 0), missing from the prediction in image 1 (the 4x4 diagonal).
+    assert out["class_2_HD"] == pytest.approx((0.0 + math.hypot(4, 4)) / 2)
+    # Class 1, image 0: prediction row 0 cols 0-3, reference rows 0-1 cols 1-3; the farthest pixel from the
+    # other set is (1, 1)/(1, 3) one row below the prediction, or (0, 0) one column off the reference: 1.
+    assert out["class_1_HD"] == pytest.approx((1.0 + 0.0) / 2)
 
 
 def test_default_class_names_are_indices():
     mask = np.zeros((3, 3), int)
     out = M.segmentation_metrics([mask], [mask], num_classes=3)
-    assert {"dice_1", "dice_2", "hd95_1", "hd95_2"} <= set(out)
-    assert out["dice"] == 1.0 and out["hd95"] == 0.0
+    assert {"class_0_DSC", "class_1_DSC", "class_2_DSC", "class_0_HD", "class_1_HD", "class_2_HD"} <= set(out)
+    assert out["DSC"] == 1.0 and out["HD"] == 0.0 and out["HD95"] == 0.0 and out["num_samples"] == 1
 
 
 def _mask(shape, pixels):
@@ -97,11 +102,12 @@ def test_binary_auc_with_ties_by_hand():
     # 0.35: 1 + 0;  0.8: 1 + 1;  0.4: 1 + 1/2  -> 4.5 of 6 pairs.
     scores = np.array([0.1, 0.4, 0.35, 0.8, 0.4])
     labels = np.array([0, 0, 1, 1, 1])
-    assert M.binary_auc(scores, labels == 1) == pytest.approx(0.75)
     probs = np.stack([1 - scores, scores], 1)
-    assert M.classification_metrics(probs, labels, 2)["auc"] == pytest.approx(0.75)
-    assert M.classification_metrics(scores, labels, 2)["auc"] == pytest.approx(0.75)  # 1-D = P(class 1)
-    assert math.isnan(M.binary_auc(scores, np.zeros(5, bool)))
+    assert M.classification_metrics(probs, labels, 2)["AUC"] == pytest.approx(0.75)
+    assert M.classification_metrics(scores, labels, 2)["AUC"] == pytest.approx(0.75)  # 1-D = P(class 1)
+    # One class only in the labels: the challenge's AUC is 0.0 (scikit-learn cannot compute it).
+    assert M.classification_metrics(probs, np.ones(5, int), 2)["AUC"] == 0.0
+    assert M.classification_metrics(None, labels, 2, predicted=np.ones(5, int))["AUC"] == 0.0  # no probabilities
 
 
 def _pair_count_auc(scores, positive):
@@ -110,12 +116,14 @@ def _pair_count_auc(scores, positive):
     return wins / (len(pos) * len(neg))
 
 
-def test_multiclass_auc_is_macro_one_vs_rest_over_present_classes():
+def test_multiclass_auc_is_macro_one_vs_rest_and_zero_when_a_class_never_occurs():
     rng = np.random.default_rng(1)
-    probs = rng.dirichlet(np.ones(4), size=30).round(1)  # rounding makes ties
-    labels = rng.integers(0, 3, size=30)  # class 3 never occurs: left out of the macro mean
-    expected = np.mean([_pair_count_auc(probs[:, k], labels == k) for k in range(3)])
-    assert M.classification_metrics(probs, labels, 4)["auc"] == pytest.approx(expected)
+    probs = rng.dirichlet(np.ones(4), size=30)
+    labels = np.arange(30) % 4
+    expected = np.mean([_pair_count_auc(probs[:, k], labels == k) for k in range(4)])
+    assert M.classification_metrics(probs, labels, 4)["AUC"] == pytest.approx(expected)
+    # Class 3 never occurs: scikit-learn's one-vs-rest AUC cannot be computed, the challenge reports 0.0.
+    assert M.classification_metrics(probs, labels % 3, 4)["AUC"] == 0.0
 
 
 def test_f1_mcc_accuracy_on_a_3class_confusion_matrix():
@@ -137,13 +145,15 @@ def test_f1_mcc_accuracy_on_a_3class_confusion_matrix():
             labels += [t] * confusion[t, p]
             preds += [p] * confusion[t, p]
     probs = np.eye(3)[preds] * 0.8 + 0.1
-    out = M.classification_metrics(probs, np.array(labels), 3, class_names=["x", "y", "z"])
+    out = M.classification_metrics(probs, np.array(labels), 3)
     np.testing.assert_array_equal(out["confusion_matrix"], confusion)
-    assert out["accuracy"] == pytest.approx(0.7)
-    assert out["f1_macro"] == pytest.approx(99 / 140)
-    assert out["f1_weighted"] == pytest.approx(241 / 350)
-    assert out["f1_y"] == pytest.approx(4 / 7)
-    assert out["mcc"] == pytest.approx(4.5 / math.sqrt(66))
+    assert out["Accuracy"] == pytest.approx(0.7)
+    assert out["F1_macro"] == pytest.approx(99 / 140)
+    assert out["F1_weighted"] == pytest.approx(241 / 350)
+    assert out["class_1_F1"] == pytest.approx(4 / 7)
+    assert out["MCC"] == pytest.approx(4.5 / math.sqrt(66))
+    # The predicted classes of a submission may differ from the argmax of its probabilities.
+    assert M.classification_metrics(probs, np.array(labels), 3, predicted=np.array(labels))["Accuracy"] == 1.0
     np.testing.assert_array_equal(out["per_sample_correct"], (np.array(labels) == np.array(preds)).astype(float))
 
 
@@ -152,10 +162,10 @@ def test_mcc_undefined_is_zero_and_f1_macro_skips_unseen_classes():
     labels = np.array([0, 0, 1, 1])
     probs = np.tile([0.9, 0.05, 0.05], (4, 1))
     out = M.classification_metrics(probs, labels, 3)
-    assert out["mcc"] == 0.0
+    assert out["MCC"] == 0.0
     # F1: class 0 = 2*2 / (2 + 4) = 2/3, class 1 = 0, class 2 unseen -> macro over {0, 1} = 1/3.
-    assert out["f1_macro"] == pytest.approx(1 / 3)
-    assert out["accuracy"] == 0.5
+    assert out["F1_macro"] == pytest.approx(1 / 3)
+    assert out["Accuracy"] == 0.5
 
 
 # ------------------------------------------------------------------------------------------------
@@ -180,27 +190,29 @@ def test_detection_iou_and_ap50_on_three_images():
     out = M.detection_metrics(boxes, scores, ref)
     # IoU uses each image's top-scoring box: 1, 1/7, 9/11.
     np.testing.assert_allclose(out["per_sample_iou"], [1, 1 / 7, 9 / 11])
-    assert out["iou"] == pytest.approx((1 + 1 / 7 + 9 / 11) / 3)
+    assert out["IoU"] == pytest.approx((1 + 1 / 7 + 9 / 11) / 3)
     # By score: 0.9 TP, 0.8 FP, 0.7 TP, 0.6 FP (its GT is taken). 3 GT boxes.
     # precision 1, 1/2, 2/3, 1/2; recall 1/3, 1/3, 2/3, 2/3; envelope 1, 2/3, 2/3, 1/2
     # AP = 1/3 * 1 + 1/3 * 2/3 = 5/9.
-    assert out["ap50"] == pytest.approx(5 / 9)
+    assert out["AP50"] == pytest.approx(5 / 9)
 
 
 def test_detection_edge_cases():
     gt = [np.array([0, 0, 2, 2])]
     # No prediction: IoU 0 and AP 0.
     out = M.detection_metrics([np.zeros((0, 4))], [np.zeros(0)], gt)
-    assert (out["iou"], out["ap50"], out["per_sample_iou"].tolist()) == (0.0, 0.0, [0.0])
+    assert (out["IoU"], out["AP50"], out["per_sample_iou"].tolist()) == (0.0, 0.0, [0.0])
     # No GT box: nothing predicted earns 1, a box earns 0; AP is undefined without GT.
     out = M.detection_metrics([np.zeros((0, 4)), np.array([[0, 0, 1, 1]])], None, [np.zeros((0, 4))] * 2)
-    assert out["per_sample_iou"].tolist() == [1.0, 0.0] and math.isnan(out["ap50"])
+    assert out["per_sample_iou"].tolist() == [1.0, 0.0] and math.isnan(out["AP50"])
     # Two GT boxes: the two top-scoring predictions, best IoU per GT box, averaged; the low-scoring
     # third box would match GT 2 perfectly but is not among the top 2.
     two_gt = [np.array([[0, 0, 2, 2], [10, 10, 12, 12]])]
     preds = [np.array([[0, 0, 2, 2], [10, 10, 12, 13], [10, 10, 12, 12]])]
     out = M.detection_metrics(preds, [np.array([0.9, 0.8, 0.1])], two_gt)
-    assert out["iou"] == pytest.approx((1 + 4 / 6) / 2)
+    assert out["IoU"] == pytest.approx((1 + 4 / 6) / 2)
+    # The challenge's formula: a degenerate predicted box against a zero-area box has union 0 -> IoU 0.
+    assert M.challenge_box_iou([1, 1, 1, 1], [1, 1, 1, 1]) == 0.0
 
 
 # ------------------------------------------------------------------------------------------------
@@ -213,11 +225,11 @@ def test_mre_by_hand():
     pred = [np.array([[0, 0], [3, 4]]), np.array([[1, 1], [1, 1]])]
     ref = [np.array([[0, 0], [0, 0]]), np.array([[1, 4], [5, 4]])]
     out = M.regression_metrics(pred, ref, point_names=["a", "b"], image_sizes=[(3, 4), (6, 8)])
-    assert out["mre"] == pytest.approx(13 / 4)
-    assert out["mre_a"] == pytest.approx(1.5)
-    assert out["mre_b"] == pytest.approx(5.0)
+    assert out["MRE"] == pytest.approx(13 / 4)
+    assert out["point_1_MRE"] == pytest.approx(1.5)
+    assert out["point_2_MRE"] == pytest.approx(5.0)
     np.testing.assert_allclose(out["per_sample_radial_error"], [2.5, 4.0])
-    assert out["nmre"] == pytest.approx((2.5 / 5 + 4.0 / 10) / 2)
+    assert out["NMRE"] == pytest.approx((2.5 / 5 + 4.0 / 10) / 2)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -230,34 +242,35 @@ def test_task_metrics_dispatch_and_prefix():
     mask = np.zeros((4, 4), int)
     mask[1:3, 1:3] = 1
     out = M.task_metrics(seg, [mask], [mask])
-    assert out["dice_lesion"] == 1.0
+    assert out["class_1_DSC"] == 1.0
     flat = M.metrics_with_prefix("lesion", out)
-    assert flat == {"lesion_dice": 1.0, "lesion_hd95": 0.0, "lesion_dice_lesion": 1.0, "lesion_hd95_lesion": 0.0}
+    assert flat == {"lesion_DSC": 1.0, "lesion_HD": 0.0, "lesion_HD95": 0.0, "lesion_class_0_DSC": 1.0,
+                    "lesion_class_0_HD": 0.0, "lesion_class_1_DSC": 1.0, "lesion_class_1_HD": 0.0, "lesion_num_samples": 1.0}
     assert all(type(v) is float for v in flat.values())
 
     det = TaskSpec(id="nodule", type="detection", num_classes=1)
     preds = [{"boxes": np.array([[0, 0, 4, 4]]), "scores": np.array([1.0])}, (np.array([[0, 0, 4, 4]]), None)]
     out = M.task_metrics(det, preds, [np.array([0, 0, 4, 4]), np.array([2, 2, 6, 6])])
-    assert out["iou"] == pytest.approx((1 + 1 / 7) / 2)
+    assert out["IoU"] == pytest.approx((1 + 1 / 7) / 2)
 
     cls = TaskSpec(id="c", type="classification", num_classes=2)
-    assert M.task_metrics(cls, np.array([[0.2, 0.8]]), np.array([1]))["accuracy"] == 1.0
+    assert M.task_metrics(cls, np.array([[0.2, 0.8]]), np.array([1]))["Accuracy"] == 1.0
     reg = TaskSpec(id="r", type="regression", num_points=1, labels=["tip"])
-    assert M.task_metrics(reg, [np.array([[0, 0]])], [np.array([[3, 4]])])["mre_tip"] == 5.0
+    assert M.task_metrics(reg, [np.array([[0, 0]])], [np.array([[3, 4]])])["point_1_MRE"] == 5.0
 
 
 def test_normalized_scores():
-    assert M.PRIMARY_METRIC == {"segmentation": "dice", "classification": "f1_macro", "detection": "iou", "regression": "mre"}
-    assert M.normalized_score("segmentation", {"dice": 0.7}) == 0.7
-    assert M.normalized_score("regression", {"mre": 5.0}, baseline_metrics={"mre": 20.0}) == 0.75
-    assert M.normalized_score("regression", {"mre": 30.0}, baseline_metrics={"mre": 20.0}) == 0.0
-    assert M.normalized_score("regression", {"mre": 10.0}, image_diagonal=100.0) == 0.9
-    assert M.normalized_score("regression", {"mre": 10.0, "nmre": 0.2}) == pytest.approx(0.8)
-    assert M.normalized_score("detection", {"iou": float("nan")}) == 0.0
+    assert M.PRIMARY_METRIC == {"segmentation": "DSC", "classification": "F1_macro", "detection": "IoU", "regression": "MRE"}
+    assert M.normalized_score("segmentation", {"DSC": 0.7}) == 0.7
+    assert M.normalized_score("regression", {"MRE": 5.0}, baseline_metrics={"MRE": 20.0}) == 0.75
+    assert M.normalized_score("regression", {"MRE": 30.0}, baseline_metrics={"MRE": 20.0}) == 0.0
+    assert M.normalized_score("regression", {"MRE": 10.0}, image_diagonal=100.0) == 0.9
+    assert M.normalized_score("regression", {"MRE": 10.0, "NMRE": 0.2}) == pytest.approx(0.8)
+    assert M.normalized_score("detection", {"IoU": float("nan")}) == 0.0
     with pytest.raises(ValueError):
-        M.normalized_score("regression", {"mre": 1.0})
+        M.normalized_score("regression", {"MRE": 1.0})
     tasks = [TaskSpec(id="s", type="segmentation", num_classes=2), TaskSpec(id="r", type="regression", num_points=2)]
-    score = M.mean_normalized_score({"s": {"dice": 0.5}, "r": {"mre": 5.0}}, tasks, baseline_metrics={"r": {"mre": 10.0}})
+    score = M.mean_normalized_score({"s": {"DSC": 0.5}, "r": {"MRE": 5.0}}, tasks, baseline_metrics={"r": {"MRE": 10.0}})
     assert score == pytest.approx(0.5)
 
 
@@ -272,8 +285,8 @@ def test_classification_baseline_is_class_frequencies():
     probs = M.trivial_baseline_predictions(task, [0, 1, 1, 1], eval_labels)
     np.testing.assert_allclose(probs, np.tile([0.25, 0.75, 0.0], (3, 1)))
     out = M.classification_metrics(probs, eval_labels, 3)
-    assert out["accuracy"] == pytest.approx(2 / 3)
-    assert out["auc"] == pytest.approx(0.5)  # constant scores: every pair a tie
+    assert out["Accuracy"] == pytest.approx(2 / 3)
+    assert out["AUC"] == 0.0  # class 2 never occurs in the labels: the challenge's AUC is 0.0
 
 
 def test_segmentation_baseline_majority_mask_or_empty():
