@@ -71,8 +71,8 @@ def test_method_comparison_writes_its_table_with_true_parameter_counts(compariso
     with open(os.path.join(out, "finetune_breast_2cls.csv"), newline="") as f:
         table = list(csv.DictReader(f))
     assert [r["method"] for r in table] == ["linear-probe", "lora"]
-    for column in ("trainable_params", "trainable_percent", "metric_accuracy", "metric_auc", "metric_f1_macro",
-                   "metric_mcc", "baseline_accuracy", "train_seconds", "peak_memory_mib"):
+    for column in ("trainable_params", "trainable_percent", "metric_Accuracy", "metric_AUC", "metric_F1_macro",
+                   "metric_MCC", "baseline_Accuracy", "train_seconds", "peak_memory_mib"):
         assert column in table[0], column
     with open(os.path.join(out, "finetune_breast_2cls.json")) as f:
         assert json.load(f)["settings"]["max_steps"] == 2
