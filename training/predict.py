@@ -49,10 +49,21 @@ REQUIRED_FIELDS = {
 
 def submission_image_path(example: dict, data_root: str) -> str:
     """The key of an example's record: its CSV `image_path` cell verbatim, or (for a datasets folder,
-    which has no CSV) its path relative to the data folder."""
+    which has no CSV) its image's path relative to the data folder, or its `source` when it has no path."""
     if example.get("csv_image_path"):
         return example["csv_image_path"]
-    return os.path.relpath(example["image_path"], data_root).replace(os.sep, "/")
+    if example.get("image_path"):
+        return os.path.relpath(example["image_path"], data_root).replace(os.sep, "/")
+    return str(example["source"])
+
+
+def fallback_mask_path(image_key: str) -> str:
+    """A mask file name for a row without `mask_path`: its image path with `_mask.png` for the extension,
+    or its `source` ("<file>:<row>") made a file name."""
+    stem, extension = os.path.splitext(image_key)
+    if extension.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm"):
+        return stem + "_mask.png"
+    return image_key.replace(":", "_row") + "_mask.png"
 
 
 def mask_output_path(out_dir: str, mask_path: str) -> str:
@@ -100,13 +111,14 @@ def write_submission(model, processor, data, data_root: str, out_dir: str, tasks
         task = specs[task_id]
         for example, prediction in zip(examples, predict(model, processor, task, examples, batch_size)):
             image_path = submission_image_path(example, data_root)
-            where = example.get("source") or example["image_path"]
+            where = example.get("source") or image_path
             key = (task_id, image_path)
             if key in seen_keys:
                 raise ValueError(f"{where} and {seen_keys[key]}: two rows of task {task_id!r} with image_path {image_path!r}")
             seen_keys[key] = where
             if task.type == "segmentation":
-                mask_path = example.get("csv_mask_path") or os.path.splitext(image_path.replace("../", ""))[0] + "_mask.png"
+                # Without a CSV (a datasets folder) there is no mask_path: the mask is named after the record's key.
+                mask_path = example.get("csv_mask_path") or fallback_mask_path(image_path)
                 path = os.path.normpath(mask_output_path(out_dir, mask_path))
                 if path in seen_masks:
                     raise ValueError(f"{where} and {seen_masks[path]}: both rows' predicted masks would be written to {path}")
