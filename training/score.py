@@ -192,20 +192,27 @@ def score_submission(data_root: str, pred_dir: str, registry=None) -> dict:
     specs = {t.id: t for t in (registry or FMC_UIA_TASKS)}
     report = Report()
     rows_by_task: dict[str, list[Row]] = defaultdict(list)
-    excluded_keys = set()  # rows left out for a CSV problem: their records are not "matching no row"
+    # Rows left out for a CSV problem: their records and masks are reported with the row, not as "matching no row".
+    excluded_keys, expected_masks = set(), set()
+
+    def exclude(row):
+        excluded_keys.add((row.cell("task_id"), row.cells.get("image_path", "")))
+        if row.cell("mask_path"):
+            expected_masks.add(os.path.normpath(mask_output_path(pred_dir, row.cell("mask_path"))))
+
     for row in read_csv_rows(data_root):
         task_id, name = row.cell("task_id"), row.cells.get("task_name", "")
         spec = specs.get(task_id)
         if spec is None:
             report.problem(f"{row.where}: unknown task_id {task_id!r}; row left out")
             report.rows_left_out[task_id] += 1
-            excluded_keys.add((task_id, row.cells.get("image_path", "")))
+            exclude(row)
             continue
         if name != CSV_TASK_NAMES[spec.type]:
             report.problem(f"{row.where}, field 'task_name': {name!r}; the challenge spells it "
                            f"{CSV_TASK_NAMES[spec.type]!r} and scores tasks by that exact name; row left out")
             report.rows_left_out[task_id] += 1
-            excluded_keys.add((task_id, row.cells.get("image_path", "")))
+            exclude(row)
             continue
         count = row.cell("num_classes")
         expected = spec.num_points if spec.type == "regression" else spec.num_classes
@@ -216,7 +223,7 @@ def score_submission(data_root: str, pred_dir: str, registry=None) -> dict:
         if not count_ok:
             report.problem(f"{row.where}, field 'num_classes': {count!r} but task {task_id!r} has {expected}; row left out")
             report.rows_left_out[task_id] += 1
-            excluded_keys.add((task_id, row.cells.get("image_path", "")))
+            exclude(row)
             continue
         rows_by_task[task_id].append(row)
 
@@ -232,7 +239,6 @@ def score_submission(data_root: str, pred_dir: str, registry=None) -> dict:
                                f"{key[0]!r} and image {key[1]!r}; the later one is scored, as in the challenge")
             index[key] = (kind, position, record)
 
-    expected_masks = set()
     for task_id, rows in rows_by_task.items():
         spec = specs[task_id]
         predictions, references = [], []
