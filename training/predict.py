@@ -93,7 +93,7 @@ def write_mask(path: str, mask: np.ndarray) -> None:
     if mask.ndim != 2 or mask.size and (mask.min() < 0 or mask.max() > 255):
         raise ValueError(f"{path}: a predicted mask must be 2-D class indices 0..255, got shape {mask.shape}")
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    Image.fromarray(mask.astype(np.uint8), mode="L").save(path)
+    Image.fromarray(mask.astype(np.uint8)).save(path)  # 2-D uint8: mode "L", no palette
 
 
 def write_submission(model, processor, data, data_root: str, out_dir: str, tasks=None, batch_size: int = 32) -> dict:
@@ -155,7 +155,7 @@ def predict_folder(model, processor, data_root: str, out_dir: str, split: str = 
 def describe(summary: dict, out_dir: str) -> str:
     lines = [f"wrote predictions for {sum(summary['counts'].values())} rows of {len(summary['counts'])} task(s) into {out_dir}"]
     if summary["left_out"]:
-        lines.append("left out (tasks the model does not serve), rows per task: "
+        lines.append("left out (tasks the model does not serve or not asked for), rows per task: "
                      + ", ".join(f"{task} {n}" for task, n in summary["left_out"].items()))
     if summary["skipped"]:
         lines.append("skipped (rows with problems), rows per task: "
