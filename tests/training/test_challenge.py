@@ -411,3 +411,25 @@ def test_the_local_evaluate_module_computes_the_same_figures():
     refs = [rng.integers(0, 3, (6, 7)) for _ in range(4)]
     computed = load_challenge_metric("segmentation").compute(predictions=masks, references=refs, num_classes=3)
     assert computed["DSC"] == pytest.approx(task_metrics(SPECS["cervix_multi"], masks, refs)["DSC"])
+
+
+def test_a_datasets_folder_predicts_with_records_keyed_by_source(layout_model, tmp_path):
+    import datasets
+    from test_fmc_uia import _to_hf
+
+    from m2dino_training.data.fmc_uia import load_fmc_uia
+
+    write_challenge_layout(str(tmp_path / "layout"), with_dicom=False)
+    loaded = load_fmc_uia(str(tmp_path / "layout"))
+    datasets.DatasetDict({name: _to_hf(loaded[name]) for name in loaded}).save_to_disk(str(tmp_path / "saved"))
+    summary = predict.main(["--model", layout_model, "--data", str(tmp_path / "saved"), "--split", "val",
+                            "--out", str(tmp_path / "out")])
+    sources = {task: sorted(s for s, t in zip(loaded["val"].with_format(None)["source"], loaded["val"].with_format(None)["task"])
+                            if t == task) for task in summary["counts"]}
+    assert summary["counts"] == {task: len(found) for task, found in sources.items()}
+    for kind, name in predict.PREDICTION_FILES.items():
+        for record in json.loads((tmp_path / "out" / name).read_text()):
+            assert record["image_path"] in sources[record["task_id"]]
+    for task in ("cardiac_multi", "cervix"):
+        for source in sources[task]:
+            assert (tmp_path / "out" / predict.fallback_mask_path(source)).is_file(), source
