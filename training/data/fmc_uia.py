@@ -25,6 +25,9 @@ The returned datasets store paths and labels in columns and decode lazily throug
     points        float32 (P, 2) x, y in pixels (regression) or None
     bits_stored   significant bits of an array image (DICOM, 16-bit PNG), None for PIL images
     source        "<csv file relative to root>:<line>", image_path, mask_path
+    csv_image_path, csv_mask_path   the CSV's cells verbatim (the keys of a challenge submission)
+
+Test-time folders whose CSVs carry no labels load with ``require_labels=False`` (label fields None).
 """
 
 from __future__ import annotations
