@@ -171,9 +171,15 @@ def _reference(row: Row, spec, data_root: str, report: Report):
     """The row's ground truth, or None (reported) when it cannot be read."""
     try:
         if spec.type == "segmentation":
-            return read_mask(os.path.normpath(os.path.join(data_root, "csv_files", row.cell("mask_path"))))
+            mask = read_mask(os.path.normpath(os.path.join(data_root, "csv_files", row.cell("mask_path"))))
+            if mask.size and mask.max() >= spec.num_classes:
+                raise ValueError(f"mask value {mask.max()} >= num_classes {spec.num_classes}")
+            return mask
         if spec.type == "classification":
-            return int(float(row.cell("mask")))
+            label = float(row.cell("mask"))
+            if not label.is_integer() or not 0 <= label < spec.num_classes:
+                raise ValueError(f"class {row.cell('mask')!r} is not one of 0..{spec.num_classes - 1}")
+            return int(label)
         if spec.type == "detection":
             return [float(row.cell(name)) for name in _BOX_FIELDS]
         points = []
@@ -292,7 +298,11 @@ def score_submission(data_root: str, pred_dir: str, registry=None) -> dict:
                 continue
             predictions.append(value)
             references.append(reference)
-        results[spec.type][task_id] = _task_result(spec, predictions, references, report)
+        try:
+            results[spec.type][task_id] = _task_result(spec, predictions, references, report)
+        except ValueError as error:  # a malformed prediction of this task stops only this task
+            report.problem(f"task {task_id!r}: cannot be scored ({error})")
+            results[spec.type][task_id] = _task_result(spec, [], [], report)
 
     row_keys = {(task_id, row.cells.get("image_path", "")): specs[task_id].type
                 for task_id, rows in rows_by_task.items() for row in rows}
