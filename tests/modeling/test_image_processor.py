@@ -95,7 +95,7 @@ def test_processor_round_trips_and_matches_config(tmp_path):
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda p: p(np.zeros((4, 4, 5), np.uint8)), "1, 3 or 4 channels"),
+        (lambda p: p(np.zeros((6, 6, 5), np.uint8)), "1, 3 or 4 channels"),
         (lambda p: p(np.full((4, 4), np.nan, np.float32)), "NaN"),
         (lambda p: p(np.zeros((8, 8), np.uint8), masks=np.zeros((4, 4))), "mask 0 has shape"),
         (lambda p: p(np.zeros((8, 8), np.uint8), boxes=[[5, 1, 2, 4]]), "x_max > x_min"),
