@@ -106,9 +106,12 @@ def _channels_first(tensor: torch.Tensor, input_data_format, channels_last_by_de
     if tensor.dim() != 3:
         raise ValueError(f"image {index} must be (H, W) or have a channel axis; got shape {tuple(tensor.shape)}")
     if input_data_format is not None:
-        layout = ChannelDimension(input_data_format)
-        if layout == ChannelDimension.NONE:
-            raise ValueError(f"input_data_format='none' is for (H, W) images; image {index} has shape {tuple(tensor.shape)}")
+        try:
+            layout = ChannelDimension(input_data_format)
+        except ValueError:
+            raise ValueError(
+                f"input_data_format must be 'channels_first' or 'channels_last', got {input_data_format!r}"
+            ) from None
         return tensor.permute(2, 0, 1) if layout == ChannelDimension.LAST else tensor
     first, last = tensor.shape[0] in (1, 3, 4), tensor.shape[-1] in (1, 3, 4)
     # numpy images are channels-last by convention, tensors channels-first; the shape decides when only one fits.
