@@ -80,7 +80,10 @@ def integer_image_to_unit_range(values: torch.Tensor, bits_stored: int | None = 
     if values.numel() and not torch.compiler.is_compiling():
         low, high = int(values.min()), int(values.max())
         if low < 0 or high > max_value:
-            how = f"bits_stored={bits_stored}" if bits_stored is not None else f"its {values.dtype} data taken as {max_value.bit_length()}-bit"
+            if bits_stored is not None:
+                how = f"bits_stored={bits_stored}"
+            else:
+                how = f"its {values.dtype} data taken as {max_value.bit_length()}-bit"
             raise ValueError(
                 f"{name} has integer values {low}..{high}, outside 0..{max_value} ({how}); pass the right "
                 "bits_stored, or a float image with input_range=(min, max)"
@@ -160,7 +163,10 @@ def image_to_tensor(
         raise ValueError(f"{name} must be (H, W) or have 1, 3 or 4 channels; got shape {tuple(tensor.shape)}")
     if tensor.is_floating_point():
         if bits_stored is not None:
-            raise ValueError(f"bits_stored={bits_stored} was given for {name}, whose data is {tensor.dtype}: bits_stored is for integer images")
+            raise ValueError(
+                f"bits_stored={bits_stored} was given for {name}, whose data is {tensor.dtype}: bits_stored is for "
+                "integer images"
+            )
         tensor = tensor.float()
         if not torch.isfinite(tensor).all():
             raise ValueError(f"{name} contains NaN or infinite values")

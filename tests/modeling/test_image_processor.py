@@ -228,8 +228,11 @@ def test_integer_images_follow_one_rule_in_processor_and_model():
             call()
     with pytest.raises(ValueError, match=r"image 0 has integer values \d+..4096, outside 0..4095 \(bits_stored=12\)"):
         processor(torch.cat([twelve_bit, torch.full((3, 1, 32), 4096, dtype=torch.int32)], 1), bits_stored=12)
-    with pytest.raises(ValueError, match="negative|-3"):
+    with pytest.raises(ValueError, match=r"integer values -3..-3, outside 0..65535"):
         processor(torch.full((32, 32), -3, dtype=torch.int16))
+    # the model takes one bit depth for its whole batch
+    with pytest.raises(ValueError, match=r"bits_stored for pixel_values must be an integer in 1..32, got \[12, 12\]"):
+        model.prepare_pixel_values(torch.stack([twelve_bit] * 2), bits_stored=[12, 12])
 
 
 def test_float_images_outside_unit_range_need_their_range_stated(processor):
