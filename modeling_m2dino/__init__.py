@@ -25,6 +25,11 @@ from .modeling_m2dino import (
     M2DinoPreTrainedModel,
 )
 from .moe import TaskConditionedMoE
+from .pipelines_m2dino import (
+    M2DinoImageClassificationPipeline,
+    M2DinoImageSegmentationPipeline,
+    M2DinoObjectDetectionPipeline,
+)
 from .tasks import CSV_TASK_NAMES, FMC_UIA_TASKS, TASK_TYPES, TaskSpec, clinical_groups, default_tasks
 
 AutoConfig.register("m2dino", M2DinoConfig, exist_ok=True)
@@ -47,10 +52,13 @@ __all__ = [
     "M2DinoForMultiTask",
     "M2DinoForObjectDetection",
     "M2DinoForSemanticSegmentation",
+    "M2DinoImageClassificationPipeline",
     "M2DinoImageProcessor",
+    "M2DinoImageSegmentationPipeline",
     "M2DinoModel",
     "M2DinoModelOutput",
     "M2DinoMultiTaskOutput",
+    "M2DinoObjectDetectionPipeline",
     "M2DinoPreTrainedModel",
     "TaskConditionedMoE",
     "TaskSpec",

@@ -239,8 +239,10 @@ class M2DinoModel(M2DinoPreTrainedModel):
         return task_ids.long()
 
     def prepare_pixel_values(self, pixel_values: torch.Tensor, bits_stored: int | None = None) -> torch.Tensor:
-        """Checks rank, channels, size and finiteness; integer images are scaled to [0, 1] (by `bits_stored`
-        when given, else by their dtype's range) and normalised with the config's mean and std."""
+        """Checks rank, channels, size and finiteness. Float pixel values are taken as normalised (the image
+        processor's output). Integer images are scaled to [0, 1] by the image processor's own rule
+        (`integer_image_to_unit_range`: by `2**bits_stored - 1` when given, else 255 for 8-bit data and 65535 for
+        wider integers, values outside that range an error) and normalised with the config's mean and std."""
         if not torch.is_tensor(pixel_values) or pixel_values.dim() != 4:
             shape = tuple(pixel_values.shape) if torch.is_tensor(pixel_values) else type(pixel_values).__name__
             raise ValueError(f"pixel_values must be a (batch, channels, height, width) tensor, got {shape}")
@@ -255,10 +257,11 @@ class M2DinoModel(M2DinoPreTrainedModel):
         if not pixel_values.is_floating_point():
             if pixel_values.dtype == torch.bool:
                 raise ValueError("pixel_values must be numeric, got torch.bool")
-            max_value = 2**bits_stored - 1 if bits_stored else torch.iinfo(pixel_values.dtype).max
+            from .image_processing_m2dino import integer_image_to_unit_range
+
             mean = torch.tensor(self.config.image_mean, device=pixel_values.device)[:, None, None]
             std = torch.tensor(self.config.image_std, device=pixel_values.device)[:, None, None]
-            pixel_values = (pixel_values.float() / max_value - mean) / std
+            pixel_values = (integer_image_to_unit_range(pixel_values, bits_stored, "pixel_values") - mean) / std
         elif not torch.compiler.is_compiling() and not torch.isfinite(pixel_values).all():
             raise ValueError("pixel_values contains NaN or infinite values")
         return pixel_values.to(self.embeddings.patch_embeddings.weight.dtype)

@@ -94,3 +94,50 @@ def test_a_task_type_the_model_lacks_is_a_clear_error(tmp_path):
     path = save_model(tmp_path / "no_detection", ["breast_2cls", "cervix_multi"], "breast_2cls")
     with pytest.raises(ValueError, match="needs at least one detection task"):
         pipeline("object-detection", model=path, trust_remote_code=False)
+
+
+@pytest.fixture(scope="module")
+def sixteen_bit():
+    """A 16-bit image whose values mostly lie above 255 (what an 8-bit conversion would clip)."""
+    return np.random.default_rng(1).integers(0, 65536, (40, 56)).astype(np.uint16)
+
+
+def expected_logits(saved, array, task):
+    processor = m2dino.M2DinoImageProcessor.from_pretrained(saved)
+    model = m2dino.M2DinoForMultiTask.from_pretrained(saved).eval()
+    with torch.no_grad():
+        return model(processor(array)["pixel_values"], tasks=task).task_outputs[task]
+
+
+def test_sixteen_bit_images_keep_their_values_in_the_segmentation_pipeline(saved, sixteen_bit, tmp_path):
+    segmenter = pipeline("image-segmentation", model=saved, trust_remote_code=False,
+                         pipeline_class=m2dino.M2DinoImageSegmentationPipeline)
+    processor = m2dino.M2DinoImageProcessor.from_pretrained(saved)
+    want = processor.post_process_semantic_segmentation(
+        expected_logits(saved, sixteen_bit, "cervix_multi"), target_sizes=[sixteen_bit.shape])[0].numpy()
+    Image.fromarray(sixteen_bit).save(tmp_path / "sixteen.png")
+    for image in (sixteen_bit, torch.from_numpy(sixteen_bit.astype(np.int32)), Image.fromarray(sixteen_bit),
+                  str(tmp_path / "sixteen.png")):
+        segments = segmenter(image, subtask="semantic")
+        names = labels_of("cervix_multi")
+        got = np.zeros(sixteen_bit.shape, dtype=int)
+        for segment in segments:
+            got[np.asarray(segment["mask"]) > 0] = names.index(segment["label"])
+        np.testing.assert_array_equal(got, want)
+
+
+def test_sixteen_bit_images_keep_their_values_in_the_detection_and_classification_pipelines(saved, sixteen_bit):
+    detector = pipeline("object-detection", model=saved, trust_remote_code=False,
+                        pipeline_class=m2dino.M2DinoObjectDetectionPipeline)
+    processor = m2dino.M2DinoImageProcessor.from_pretrained(saved)
+    want = processor.post_process_object_detection(
+        expected_logits(saved, sixteen_bit, "thyroid_nodule_det"), threshold=0.0, target_sizes=[sixteen_bit.shape])[0]
+    for image in (sixteen_bit, Image.fromarray(sixteen_bit)):
+        box = detector(image, threshold=0.0)[0]["box"]
+        assert [box["xmin"], box["ymin"], box["xmax"], box["ymax"]] == [int(v) for v in want["boxes"][0].tolist()]
+    classifier = pipeline("image-classification", model=saved, trust_remote_code=False,
+                          pipeline_class=m2dino.M2DinoImageClassificationPipeline)
+    probabilities = expected_logits(saved, sixteen_bit, "breast_2cls").logits.softmax(-1)[0]
+    for image in (sixteen_bit, Image.fromarray(sixteen_bit)):
+        scores = {p["label"]: p["score"] for p in classifier(image)}
+        assert [scores[name] for name in labels_of("breast_2cls")] == pytest.approx(probabilities.tolist(), abs=1e-5)
