@@ -42,6 +42,7 @@ AUTO_MAP = {
     "AutoModelForImageClassification": "modeling_m2dino.M2DinoForImageClassification",
     "AutoModelForObjectDetection": "modeling_m2dino.M2DinoForObjectDetection",
     "AutoModelForKeypointDetection": "modeling_m2dino.M2DinoForKeypointDetection",
+    "AutoBackbone": "backbone_m2dino.M2DinoBackbone",
 }
 
 
