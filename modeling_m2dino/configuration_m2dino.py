@@ -47,6 +47,12 @@ class M2DinoConfig(DINOv3ViTConfig):
     """
 
     model_type = "m2dino"
+    # Output fields `transformers.Trainer` leaves out of the predictions it gathers for `compute_metrics`: losses,
+    # router statistics and per-task dicts whose keys change between batches (`predictions` holds the same per sample).
+    keys_to_ignore_at_inference = [
+        "task_losses", "task_outputs", "aux_loss", "router_logits", "hidden_states", "attentions", "loss_dict",
+        "attention_maps", "indices",
+    ]
 
     num_register_tokens: int = 4
     pos_embed_rescale: float | None = None
