@@ -9,7 +9,7 @@ task list and the image size.
 
 Labels (what `M2DinoForMultiTask` and the single-type classes accept as `labels`, beside their per-sample forms):
     `task_ids` (B,) the index of each sample's task in `config.tasks`; `original_sizes` (B, 2) (height, width);
-    and for the task types the model serves: `class_labels` (B,) classification; `masks` (B, H, W) int16 at the
+    and for the task types the model serves: `class_labels` (B,) classification; `masks` (B, H, W) int32 at the
     processed size; `boxes` (B, N, 4) normalised (cx, cy, w, h) with `box_labels` (B, N); `points` (B, P, 2)
     normalised (x, y). Rows of samples of another type, and box or point slots a sample does not have, hold -100.
 
@@ -58,7 +58,7 @@ def batch_labels(labels: list[dict], task_indices, specs, image_size: tuple[int,
     if "classification" in types:
         out["class_labels"] = torch.full((batch_size,), PADDING_VALUE, dtype=torch.long)
     if "segmentation" in types:
-        out["masks"] = torch.full((batch_size, *image_size), PADDING_VALUE, dtype=torch.int16)
+        out["masks"] = torch.full((batch_size, *image_size), PADDING_VALUE, dtype=torch.int32)
     box_slots = max([len(np.asarray(l["boxes"]).reshape(-1, 4)) for l in labels if "boxes" in l] + [1])
     if "detection" in types:
         out["boxes"] = torch.full((batch_size, box_slots, 4), float(PADDING_VALUE))
@@ -74,7 +74,7 @@ def batch_labels(labels: list[dict], task_indices, specs, image_size: tuple[int,
             mask = torch.as_tensor(np.asarray(label["mask"]))
             if tuple(mask.shape) != tuple(image_size):
                 raise ValueError(f"sample {row} (task {task.id!r}): mask {tuple(mask.shape)} is not at the processed size {image_size}")
-            out["masks"][row] = mask.to(torch.int16)
+            out["masks"][row] = mask.to(torch.int32)
         elif task.type == "detection":
             boxes = torch.as_tensor(np.asarray(label["boxes"]), dtype=torch.float32).reshape(-1, 4)
             out["boxes"][row, : len(boxes)] = boxes
