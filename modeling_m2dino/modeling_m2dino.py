@@ -496,12 +496,14 @@ class M2DinoForMultiTask(M2DinoPreTrainedModel):
     @torch.no_grad()
     def per_sample_predictions(self, task_outputs, task_ids, outputs: M2DinoModelOutput, image_size) -> dict:
         """`task_outputs` as one row per sample, padded to a layout fixed by the task list (see `per_sample.py`)."""
-        layouts = self.__dict__.setdefault("_prediction_layouts", {})  # per image size; not part of the state
         served = [task for task in self.config.task_specs if task.id in self.heads]
-        if image_size not in layouts:
-            layouts[image_size] = prediction_layout(self.run_head, served, TASK_TYPE_IMPLEMENTATIONS, outputs)
+        # Cached per image size and task list (a task added later changes it); not part of the model's state.
+        layouts = self.__dict__.setdefault("_prediction_layouts", {})
+        key = (image_size, tuple((task.id, task.type, task.num_outputs) for task in served))
+        if key not in layouts:
+            layouts[key] = prediction_layout(self.run_head, served, TASK_TYPE_IMPLEMENTATIONS, outputs)
         return per_sample_predictions(
-            task_outputs, task_ids, served, TASK_TYPE_IMPLEMENTATIONS, layouts[image_size], outputs.pooler_output.dtype
+            task_outputs, task_ids, served, TASK_TYPE_IMPLEMENTATIONS, layouts[key], outputs.pooler_output.dtype
         )
 
 

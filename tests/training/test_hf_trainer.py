@@ -173,6 +173,30 @@ def test_single_type_classes_predict_without_ignore_keys(four_task_setup, tmp_pa
     assert np.isfinite(result.metrics["test_loss"])
 
 
+def test_outputs_hold_no_none_fields_and_multitask_predictions_follow_the_batch(four_task_setup):
+    model, _, _ = four_task_setup
+    pixel_values = torch.randn(4, 3, 32, 32)
+    for cls in (m2dino.M2DinoForSemanticSegmentation, m2dino.M2DinoForImageClassification,
+                m2dino.M2DinoForObjectDetection, m2dino.M2DinoForKeypointDetection):
+        single = cls(model.config).eval()
+        with torch.no_grad():
+            outputs = single(pixel_values)
+        # A None among the items breaks the Trainer's padding across processes.
+        assert all(value is not None for value in outputs.values()), [k for k, v in outputs.items() if v is None]
+        assert "hidden_states" not in outputs and "attentions" not in outputs
+    # Mixed batch: row i of every prediction field belongs to sample i; another task's rows hold -100.
+    tasks = ["IUGC", "breast_3cls", "IUGC", "cervix_multi"]
+    with torch.no_grad():
+        outputs = model(pixel_values, tasks=tasks)
+    predictions = outputs.predictions
+    assert predictions["task_ids"].tolist() == [model.config.task_ids.index(t) for t in tasks]
+    torch.testing.assert_close(predictions["regression_keypoints"][[0, 2]], outputs.task_outputs["IUGC"].keypoints)
+    torch.testing.assert_close(predictions["classification_logits"][1], outputs.task_outputs["breast_3cls"].logits[0])
+    assert (predictions["classification_logits"][[0, 2, 3]] == -100).all()
+    assert (predictions["detection_pred_boxes"] == -100).all()  # no detection sample, but the key is there
+    assert model.train()(pixel_values, tasks=tasks).predictions is None  # training pays nothing for it
+
+
 DISTRIBUTED_SCRIPT = """
 import json, sys
 import numpy as np, torch
