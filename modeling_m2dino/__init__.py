@@ -1,6 +1,7 @@
 """M2DINO for transformers: importing this package registers every Auto class."""
 
 from transformers import (
+    AutoBackbone,
     AutoConfig,
     AutoImageProcessor,
     AutoModel,
@@ -10,6 +11,7 @@ from transformers import (
     AutoModelForSemanticSegmentation,
 )
 
+from .backbone_m2dino import M2DinoBackbone, allow_local_m2dino_folders_in_auto_backbone
 from .configuration_m2dino import PRESETS, M2DinoConfig
 from .image_processing_m2dino import M2DinoImageProcessor
 from .modeling_m2dino import (
@@ -38,6 +40,8 @@ AutoModelForSemanticSegmentation.register(M2DinoConfig, M2DinoForSemanticSegment
 AutoModelForImageClassification.register(M2DinoConfig, M2DinoForImageClassification, exist_ok=True)
 AutoModelForObjectDetection.register(M2DinoConfig, M2DinoForObjectDetection, exist_ok=True)
 AutoModelForKeypointDetection.register(M2DinoConfig, M2DinoForKeypointDetection, exist_ok=True)
+AutoBackbone.register(M2DinoConfig, M2DinoBackbone, exist_ok=True)
+allow_local_m2dino_folders_in_auto_backbone()
 AutoImageProcessor.register(M2DinoConfig, image_processor_classes={"pil": M2DinoImageProcessor}, exist_ok=True)
 
 __all__ = [
@@ -46,6 +50,7 @@ __all__ = [
     "PRESETS",
     "TASK_TYPES",
     "TASK_TYPE_IMPLEMENTATIONS",
+    "M2DinoBackbone",
     "M2DinoConfig",
     "M2DinoForImageClassification",
     "M2DinoForKeypointDetection",

@@ -39,12 +39,20 @@ class M2DinoConfig(DINOv3ViTConfig):
     decoder_hidden_size (`int`): channel width of the dense (segmentation, keypoint, detection) heads.
     detection_num_queries (`int`): box queries per image of the detection heads.
     image_mean, image_std (`list[float]`): normalisation applied to integer pixel values given to the model.
+    out_indices / out_features: the four encoder stages `M2DinoBackbone` turns into a feature pyramid; default to
+        the stages of `feature_layers`.
 
     `pos_embed_rescale` defaults to `None` here (DINOv3 pretraining used 2.0): fine-tuning dense heads on
     positions wants the same RoPE geometry in training and evaluation. Set it to re-enable the augmentation.
     """
 
     model_type = "m2dino"
+    # Output fields `transformers.Trainer` leaves out of the predictions it gathers for `compute_metrics`: losses,
+    # router statistics and per-task dicts whose keys change between batches (`predictions` holds the same per sample).
+    keys_to_ignore_at_inference = [
+        "task_losses", "task_outputs", "aux_loss", "router_logits", "hidden_states", "attentions", "loss_dict",
+        "attention_maps", "indices",
+    ]
 
     num_register_tokens: int = 4
     pos_embed_rescale: float | None = None
@@ -102,6 +110,9 @@ class M2DinoConfig(DINOv3ViTConfig):
             self.image_mean = [0.485, 0.456, 0.406]
         if self.image_std is None:
             self.image_std = [0.229, 0.224, 0.225]
+        if all(value is None for value in (kwargs.get("out_indices"), kwargs.get("out_features"), self._out_indices, self._out_features)):
+            # M2DinoBackbone's stages default to the feature layers (stage 0 is the embeddings, stage N layer N's output).
+            kwargs["out_indices"] = [layer + 1 for layer in self.feature_layers]
         super().__post_init__(**kwargs)
 
     @property

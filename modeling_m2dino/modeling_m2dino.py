@@ -7,6 +7,7 @@ sample's task. Task types (segmentation, classification, detection, regression) 
 
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +28,7 @@ from .configuration_m2dino import M2DinoConfig
 from .convert_dinov3 import load_dinov3_backbone
 from .detection import DetectionType
 from .moe import M2DinoTaskRouter, TaskConditionedMoE, load_balancing_loss, router_z_loss
+from .per_sample import per_sample_predictions, prediction_layout, unbatch_labels
 from .regression import RegressionType
 from .segmentation import SegmentationType
 
@@ -42,6 +44,7 @@ AUTO_MAP = {
     "AutoModelForImageClassification": "modeling_m2dino.M2DinoForImageClassification",
     "AutoModelForObjectDetection": "modeling_m2dino.M2DinoForObjectDetection",
     "AutoModelForKeypointDetection": "modeling_m2dino.M2DinoForKeypointDetection",
+    "AutoBackbone": "backbone_m2dino.M2DinoBackbone",
 }
 
 
@@ -69,11 +72,14 @@ class M2DinoMultiTaskOutput(ModelOutput):
     loss: `sum_t loss_weight_t * L_t` over the tasks present, plus the router `aux_loss`.
     task_losses: task id -> that task's (unweighted) loss.
     task_outputs: task id -> its head's output object, whose `indices` are the batch positions of its samples.
+    predictions: (eval mode) every head output with one row per sample in batch order and keys fixed by the
+        task list, the form `transformers.Trainer` gathers for `compute_metrics` (see `per_sample.py`).
     """
 
     loss: torch.FloatTensor | None = None
     task_losses: dict[str, torch.FloatTensor] | None = None
     task_outputs: dict[str, ModelOutput] | None = None
+    predictions: dict[str, torch.Tensor] | None = None
     aux_loss: torch.FloatTensor | None = None
     router_logits: tuple[torch.FloatTensor, ...] | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
@@ -387,7 +393,8 @@ class M2DinoForMultiTask(M2DinoPreTrainedModel):
 
     `labels` is a list of one dict per sample, by its task's type: `{"class_labels": int}`, `{"mask": (H, W)}`
     at the processed size, `{"class_labels": (n,), "boxes": (n, 4)}` normalised (cx, cy, w, h), or
-    `{"points": (P, 2)}` normalised (x, y).
+    `{"points": (P, 2)}` normalised (x, y); or the same as one dict of batched tensors (`per_sample.batch_labels`,
+    the form `transformers.Trainer` keeps per sample when it gathers labels for `compute_metrics`).
     """
 
     def __init__(self, config: M2DinoConfig):
@@ -454,6 +461,8 @@ class M2DinoForMultiTask(M2DinoPreTrainedModel):
         )
         batch_size = pixel_values.shape[0]
         task_ids = self.m2dino.resolve_task_ids(batch_size, tasks, task_ids, device=pixel_values.device)
+        if isinstance(labels, Mapping):
+            labels = unbatch_labels(labels, self.config.task_specs, task_ids)
         if labels is not None and (not isinstance(labels, (list, tuple)) or len(labels) != batch_size):
             raise ValueError(f"M2DinoForMultiTask labels must be a list of {batch_size} dicts, one per sample")
         specs = self.config.task_specs
@@ -479,10 +488,25 @@ class M2DinoForMultiTask(M2DinoPreTrainedModel):
             loss=loss,
             task_losses=task_losses,
             task_outputs=task_outputs,
+            predictions=None if self.training else self.per_sample_predictions(task_outputs, task_ids, outputs, image_size),
             aux_loss=outputs.aux_loss,
             router_logits=outputs.router_logits,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+        )
+
+
+    @torch.no_grad()
+    def per_sample_predictions(self, task_outputs, task_ids, outputs: M2DinoModelOutput, image_size) -> dict:
+        """`task_outputs` as one row per sample, padded to a layout fixed by the task list (see `per_sample.py`)."""
+        served = [task for task in self.config.task_specs if task.id in self.heads]
+        # Cached per image size and task list (a task added later changes it); not part of the model's state.
+        layouts = self.__dict__.setdefault("_prediction_layouts", {})
+        key = (image_size, tuple((task.id, task.type, task.num_outputs) for task in served))
+        if key not in layouts:
+            layouts[key] = prediction_layout(self.run_head, served, TASK_TYPE_IMPLEMENTATIONS, outputs)
+        return per_sample_predictions(
+            task_outputs, task_ids, served, TASK_TYPE_IMPLEMENTATIONS, layouts[key], outputs.pooler_output.dtype
         )
 
 
@@ -561,12 +585,15 @@ class M2DinoForSingleTaskType(M2DinoForMultiTask):
         task_output, raw = self.run_head(task, outputs)
         if labels is not None:
             impl = TASK_TYPE_IMPLEMENTATIONS[task.type]
+            if isinstance(labels, Mapping):
+                task_index = torch.full((batch_size,), self.config.task_ids.index(task.id), device=pixel_values.device)
+                labels = impl.stack_labels(unbatch_labels(labels, self.config.task_specs, task_index), task, tuple(pixel_values.shape[-2:]))
             labels = impl.check_labels(to_device(labels, pixel_values.device), task, batch_size, tuple(pixel_values.shape[-2:]))
             task_output["loss"] = impl.loss(raw, labels, task) + outputs.aux_loss
-        task_output["hidden_states"] = outputs.hidden_states
-        task_output["attentions"] = outputs.attentions
-        task_output["router_logits"] = outputs.router_logits
-        task_output["aux_loss"] = outputs.aux_loss
+        # Fields left unset stay out of `.items()`, where a None breaks the Trainer's gathering.
+        for name in ("hidden_states", "attentions", "router_logits", "aux_loss"):
+            if getattr(outputs, name) is not None:
+                task_output[name] = getattr(outputs, name)
         return task_output
 
 

@@ -93,7 +93,7 @@ def test_trust_remote_code_loads_in_a_python_without_the_package(tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     assert set(config["auto_map"]) == {"AutoConfig", "AutoModel", "AutoModelForSemanticSegmentation",
                                        "AutoModelForImageClassification", "AutoModelForObjectDetection",
-                                       "AutoModelForKeypointDetection"}
+                                       "AutoModelForKeypointDetection", "AutoBackbone"}
     subprocess.run([sys.executable, "-c", REMOTE_SCRIPT, str(tmp_path)], check=True, cwd=tmp_path)
     remote = torch.load(tmp_path / "remote.pt")
     local_model = m2dino.M2DinoForKeypointDetection.from_pretrained(tmp_path).eval()
