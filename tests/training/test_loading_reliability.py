@@ -241,3 +241,23 @@ def test_rows_of_tasks_not_selected_are_not_checked(tmp_path):
         load_fmc_uia(root, val_fraction=0)
     loaded = load_fmc_uia(root, val_fraction=0, tasks=["cardiac_multi", "thyroid_nodule_det"], split="train")
     assert sorted(stored_column(loaded, "task")) == ["cardiac_multi", "thyroid_nodule_det"]
+
+
+def test_datasets_folder_image_that_does_not_decode_is_a_row_problem(tmp_path):
+    import datasets
+
+    from m2dino_training.data.hf_folder import HFFolderDataError, load_hf_folder
+
+    good, bad = tmp_path / "good.png", tmp_path / "bad.png"
+    _noise_png(str(good), seed=1)
+    _noise_png(str(bad), seed=2)
+    data = _png_bytes(bad)
+    features = datasets.Features({"image": datasets.Image(), "task": datasets.Value("string"), "label": datasets.Value("int64")})
+    rows = {"image": [{"bytes": _png_bytes(good), "path": None}, {"bytes": data[: len(data) // 2], "path": None}],
+            "task": ["breast_3cls", "breast_3cls"], "label": [0, 1]}
+    datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(tmp_path / "folder"))
+    with pytest.raises(HFFolderDataError, match=r"\[split 'train'\], row 1, field 'image': cannot read image: image file is truncated"):
+        load_hf_folder(str(tmp_path / "folder"))
+    loaded = load_hf_folder(str(tmp_path / "folder"), on_error="skip", split="train")
+    assert len(loaded) == 1 and load_report(loaded)["check"]["rows"] == 2
+    assert "every image decoded in full" in format_load_report(load_report(loaded))

@@ -762,11 +762,13 @@ def format_load_report(report: dict) -> str:
         lines.append(f"  dropped {duplicates} duplicate row(s); first: {report['duplicate_rows'][0]}")
     check = report.get("check")
     if check:
-        per_image = 1000 * check["decode_seconds"] / max(check["images_decoded"], 1)
-        lines.append(
-            f"  checked {check['rows']} row(s) in {check['wall_seconds']:.1f} s with {check['workers']} thread(s); "
-            f"full image decode {check['decode_seconds']:.1f} s of thread time ({per_image:.1f} ms per image)"
-        )
+        line = f"  checked {check['rows']} row(s) in {check['wall_seconds']:.1f} s with {check['workers']} thread(s)"
+        if "decode_seconds" in check:
+            per_image = 1000 * check["decode_seconds"] / max(check["images_decoded"], 1)
+            line += f"; full image decode {check['decode_seconds']:.1f} s of thread time ({per_image:.1f} ms per image)"
+        else:
+            line += ", every image decoded in full"
+        lines.append(line)
     return "\n".join(lines)
 
 

@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import os
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -71,15 +72,18 @@ def _open_stored_image(value):
 
 
 def _image_size(value, field: str) -> tuple[int, int]:
-    """(width, height) of a stored image value: an undecoded Image dict, an array, or a file path."""
+    """(width, height) of a stored image value: an undecoded Image dict, an array, or a file path. Encoded
+    images are decoded in full: a header can be intact while the pixel data is truncated or corrupt."""
     try:
         if isinstance(value, dict):
             with _open_stored_image(value) as image:
                 if image.mode not in IMAGE_MODES:
                     raise ValueError(f"unsupported image mode {image.mode!r}")
+                image.load()
                 return image.size
         if isinstance(value, str):
             width, height, _ = image_header(value)
+            decode_image(value)
             return width, height
         array = np.asarray(value)
         if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3)):
@@ -312,13 +316,18 @@ def load_hf_folder(path, split: str | None = None, tasks=None, registry=None, on
             parts = {split: next(iter(parts.values()))}
 
     selected, bad = {}, []
+    # Rows are checked in threads, every image decoded in full; wall_seconds is what that costs.
+    check = {"rows": 0, "wall_seconds": 0.0, "workers": num_workers if num_workers is not None else (os.cpu_count() or 1)}
     for name, dataset in parts.items():
         for column in ("image", "task"):
             if column not in dataset.column_names:
                 raise HFFolderDataError(path, name, 0, column, f"column '{column}' is missing; columns: {dataset.column_names}")
         task_column = stored_column(dataset, "task")
         indices = [i for i, task in enumerate(task_column) if wanted is None or task in wanted]
+        started = time.perf_counter()
         problems = _check_split(_undecoded(dataset.with_format(None)), indices, by_id, num_workers)
+        check["rows"] += len(indices)
+        check["wall_seconds"] += time.perf_counter() - started
         bad += [(name, index, problem, task_column[index]) for index, problem in problems]
         failed = {index for index, _ in problems}
         selected[name] = [i for i in indices if i not in failed]
@@ -337,6 +346,7 @@ def load_hf_folder(path, split: str | None = None, tasks=None, registry=None, on
         "skipped": {name: dict(sorted(Counter(task for n, _, _, task in bad if n == name).items())) for name in parts},
         "num_skipped": len(bad),
         "problems": [str(error(item)) for item in bad[:_MAX_REPORTED_PROBLEMS]],
+        "check": dict(check, wall_seconds=round(check["wall_seconds"], 3)),
     }
     if bad:
         logger.warning("datasets folder %s: skipped %d row(s) with problems; first: %s", path, len(bad), report_base["problems"][0])
