@@ -291,6 +291,9 @@ def test_overwrite_removes_the_old_checkpoints_only_once_the_new_model_is_in(tmp
     assert m2dino.M2DinoForMultiTask.from_pretrained(out).served_tasks == ["lung"]
     assert sorted(n for n in os.listdir(out) if n.startswith("checkpoint-") or n.startswith(".previous")) == ["checkpoint-1"]
     assert json.loads((out / "checkpoint-1" / "config.json").read_text())["tasks"][0]["id"] == "lung"
+    # checkpoints' weights get the folder's file mode too (transformers writes them 0600)
+    modes = {stat.S_IMODE(os.stat(path).st_mode) for path in (out / "checkpoint-1").iterdir()}
+    assert modes == {stat.S_IMODE(os.stat(out / "config.json").st_mode)}, modes
 
 
 def test_resume_with_other_tasks_is_refused_before_any_weight_is_loaded(tmp_path, monkeypatch):
