@@ -103,8 +103,9 @@ class MultiTaskTrainer(Trainer):
             checkpoint = resume_from_checkpoint
             if checkpoint is True:
                 checkpoint = get_last_checkpoint(self.args.output_dir)
-            if checkpoint:  # before the Trainer loads any weight from it
-                check_resume_tasks(checkpoint, self.accelerator.unwrap_model(self.model).config.tasks)
+            tasks = getattr(getattr(self.accelerator.unwrap_model(self.model), "config", None), "tasks", None)
+            if checkpoint and tasks is not None:  # before the Trainer loads any weight from it
+                check_resume_tasks(checkpoint, tasks)
         return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
                              ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
 

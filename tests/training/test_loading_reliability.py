@@ -261,3 +261,40 @@ def test_datasets_folder_image_that_does_not_decode_is_a_row_problem(tmp_path):
     loaded = load_hf_folder(str(tmp_path / "folder"), on_error="skip", split="train")
     assert len(loaded) == 1 and load_report(loaded)["check"]["rows"] == 2
     assert "every image decoded in full" in format_load_report(load_report(loaded))
+
+
+def test_datasets_folder_repeated_images(tmp_path):
+    import datasets
+
+    from m2dino_training.data.hf_folder import HFFolderDataError, load_hf_folder
+
+    def png(seed):
+        path = tmp_path / f"{seed}.png"
+        _noise_png(str(path), seed=seed)
+        return {"bytes": _png_bytes(path), "path": None}
+
+    features = datasets.Features({"image": datasets.Image(), "task": datasets.Value("string"), "label": datasets.Value("int64")})
+
+    def save(train_rows, val_rows):
+        parts = {name: datasets.Dataset.from_dict({"image": [png(seed) for seed, _ in rows], "task": ["lung_2cls"] * len(rows),
+                                                   "label": [label for _, label in rows]}, features=features)
+                 for name, rows in (("train", train_rows), ("validation", val_rows))}
+        folder = tmp_path / f"folder{len(list(tmp_path.glob('folder*')))}"
+        datasets.DatasetDict(parts).save_to_disk(str(folder))
+        return str(folder)
+
+    # the same image with the same label twice: the second listing dropped and counted
+    folder = save([(1, 0), (2, 1), (1, 0)], [(3, 1)])
+    loaded = load_hf_folder(folder)
+    assert len(loaded["train"]) == 2 and load_report(loaded["train"])["duplicates_dropped"]["train"] == {"lung_2cls": 1}
+    # with another label: an error naming both rows
+    folder = save([(1, 0), (2, 1), (1, 1)], [(3, 1)])
+    with pytest.raises(HFFolderDataError, match=r"\[split 'train'\], row 0, field 'label': the same image .* at row 2 with other labels"):
+        load_hf_folder(folder)
+    # in two splits: an error naming both rows; skipping drops it from both
+    folder = save([(1, 0), (2, 1)], [(3, 1), (2, 1)])
+    with pytest.raises(HFFolderDataError, match=r"\[split 'train'\], row 1, field 'image': the same image \(identical pixels\) "
+                                                r"is in split 'train' here and in split 'validation' at row 1"):
+        load_hf_folder(folder)
+    loaded = load_hf_folder(folder, on_error="skip")
+    assert [len(loaded["train"]), len(loaded["validation"])] == [1, 1]
