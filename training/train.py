@@ -127,11 +127,13 @@ def load_sources(run: M2DinoRunArguments, seed: int, image_size: int, registry):
     from .data.fmc_uia import format_load_report, load_report
     from .data.hf_folder import load_data
 
-    if run.tasks:  # named before loading: rows of tasks not selected are not even checked
-        unknown = sorted(set(run.tasks) - {t.id for t in registry})
+    # m2dino-finetune shares this loader; its arguments have neither option.
+    tasks, on_error = getattr(run, "tasks", None) or None, getattr(run, "on_error", "raise")
+    if tasks:  # named before loading: rows of tasks not selected are not even checked
+        unknown = sorted(set(tasks) - {t.id for t in registry})
         if unknown:
             raise SystemExit(f"unknown task(s) {unknown}; valid: {', '.join(t.id for t in registry)}")
-    data = load_data(run.data, tasks=run.tasks or None, registry=registry, on_error=run.on_error)
+    data = load_data(run.data, tasks=tasks, registry=registry, on_error=on_error)
     print(format_load_report(load_report(next(iter(data.values())))), flush=True)
     if "val" not in data and "validation" in data:
         data["val"] = data["validation"]
