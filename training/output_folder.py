@@ -26,8 +26,6 @@ import time
 from collections import Counter
 from contextlib import contextmanager
 
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
 logger = logging.getLogger(__name__)
 
 LOCK_NAME = ".m2dino-train.lock"
@@ -280,6 +278,8 @@ def publish_model_folder(staging: str, target: str, file_mode: int | None = None
 def set_aside_previous_checkpoints(folder: str) -> list[str]:
     """Move `folder`'s checkpoints into its `PREVIOUS_CHECKPOINTS` subfolder (deleted with the next final
     save); returns their names."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR  # imported here: taking a lock stays light
+
     names = [n for n in os.listdir(folder) if n.startswith(f"{PREFIX_CHECKPOINT_DIR}-") and os.path.isdir(os.path.join(folder, n))]
     if not names:
         return []

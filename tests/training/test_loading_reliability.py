@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fixtures import read_csv, write_csv
+from fixtures import write_csv
 from m2dino_training.data.fmc_uia import FMCUIADataError, format_load_report, load_fmc_uia, load_report, stored_column
 from test_fmc_uia import _small_layout
 

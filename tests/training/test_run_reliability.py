@@ -9,15 +9,13 @@ import socket
 import stat
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 import modeling_m2dino as m2dino
-from conftest import FOUR_TASKS, tiny_config
+from conftest import tiny_config
 from m2dino_training import output_folder, train
 from m2dino_training.output_folder import LOCK_NAME, OutputFolderBusyError, OutputFolderLock
 from m2dino_training.trainer import MultiTaskTrainer, check_resume_tasks

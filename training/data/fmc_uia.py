@@ -810,7 +810,10 @@ def load_fmc_uia(
 
     Returns a Dataset / DatasetDict whose examples follow the schema in this module's docstring. Nothing is
     written into `root`. The loading report (split parameters and counts, rows kept, rows skipped per
-    task, the first problems) is JSON in ``dataset.info.description``; `load_report(dataset)` parses it.
+    task, the first problems, CSV files skipped for holding no rows, duplicate rows dropped, and what the
+    check cost: ``check``) is JSON in ``dataset.info.description``; `load_report(dataset)` parses it and
+    `format_load_report` prints it. With `split` given, only that split's rows are checked, so an image in
+    two splits is found when all splits are loaded.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")

@@ -4,7 +4,8 @@
 A folder holds a Dataset or a DatasetDict with the columns ``image`` (a `datasets.Image`, an array, or a
 file path), ``task``, and as the tasks need them ``label``, ``mask`` (a `datasets.Image`, an array or a
 path), ``boxes``, ``class_labels``, ``points`` (optional ``bits_stored``, ``source``). Rows are checked
-the same way as challenge CSV rows, with the row index and the field in each message; the result is the
+the same way as challenge CSV rows (every image decoded in full; the same image listed twice or in two
+splits found), with the row index and the field in each message; the result is the
 same kind of object `load_fmc_uia` returns, with examples in the same schema.
 """
 
