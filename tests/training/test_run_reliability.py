@@ -373,3 +373,18 @@ def test_on_error_on_m2dino_train_and_rows_of_other_tasks_unchecked(challenge_la
     assert results["data"]["loading"]["skipped"]["train"] == {"breast_3cls": 1}
     with pytest.raises(SystemExit, match="unknown on_error 'ignore'; valid: raise, skip"):
         train.main([*common, "--on_error", "ignore", "--output_dir", str(tmp_path / "d")])
+
+
+def test_final_save_without_an_atomic_swap_falls_back_to_two_renames(tmp_path, monkeypatch, caplog):
+    target = tmp_path / "model"
+    _old_run(target)
+
+    def unsupported(first, second):
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(output_folder, "_exchange", unsupported)
+    with caplog.at_level("WARNING"):
+        _save(target, seed=2, name="new")
+    assert f"cannot swap {target} in one step" in caplog.text
+    assert json.loads((target / "eval_results.json").read_text())["run"] == "new"
+    assert (target / "checkpoint-2" / "optimizer.pt").exists() and sorted(os.listdir(tmp_path)) == ["model"]
