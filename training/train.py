@@ -7,9 +7,14 @@ trains one model saves it into `--output_dir`; several go to `<output_dir>/<para
 Every `TrainingArguments` flag works (either spelling, `--max_steps` or `--max-steps`). Each saved folder gets
 the model, its image processor, `eval_results.json` (challenge metrics per task against trivial baselines on
 held-out data) and a model card.
+
+One run at a time uses an output folder (a lock file in it names the owner). The final save replaces a model
+already there in one atomic step (see `output_folder.py`): a run killed at any moment leaves the old model or
+the new one, each complete. `--overwrite` removes the old run's checkpoints only once the new model is in.
 """
 
 import json
+import logging
 import os
 import sys
 from dataclasses import dataclass, field
@@ -23,11 +28,23 @@ from modeling_m2dino import FMC_UIA_TASKS, M2DinoConfig, M2DinoForMultiTask, M2D
 from .data.augment import Augmenter, AugmentConfig
 from .data.collate import ProcessedExamples, task_list
 from .evaluate import MAX_BASELINE_EXAMPLES, examples_by_task, results_table
-from .trainer import MultiTaskTrainer
+from .output_folder import (
+    OutputFolderBusyError,
+    OutputFolderLock,
+    carry_over,
+    publish_model_folder,
+    remove_abandoned_staging,
+    set_aside_previous_checkpoints,
+    staged_model_folder,
+)
+from .trainer import MultiTaskTrainer, check_resume_tasks
+
+logger = logging.getLogger(__name__)
 
 PARADIGMS = {"ts": "task-specific", "cg": "clinically-grouped", "au": "all-task unified"}
 SAMPLER_MODES = ("homogeneous", "mixed")
 TASK_WEIGHTINGS = ("uniform", "proportional", "temperature")
+ON_ERROR = ("raise", "skip")
 
 
 @dataclass
@@ -48,7 +65,10 @@ class M2DinoRunArguments:
     augment: bool = field(default=True)
     synthetic_scale: float = field(default=1.0, metadata={"help": "size of the synthetic suite (x its size table)"})
     eval_examples_per_task: int | None = field(default=None, metadata={"help": "held-out examples per task (default: all)"})
-    overwrite: bool = field(default=False, metadata={"help": "replace a model already in the output folder"})
+    overwrite: bool = field(default=False, metadata={"help": "replace a model already in the output folder (and, once the "
+                                                             "new model is saved, the old run's checkpoints)"})
+    on_error: str = field(default="raise", metadata={"help": "a data row with a problem: raise (stop, naming file, line "
+                                                             "and field) or skip (drop it, counted in the loading report)"})
 
 
 def parse_arguments(argv=None) -> tuple[M2DinoRunArguments, TrainingArguments]:
@@ -60,7 +80,7 @@ def parse_arguments(argv=None) -> tuple[M2DinoRunArguments, TrainingArguments]:
                         ddp_find_unused_parameters=True, disable_tqdm=False)
     run, training = parser.parse_args_into_dataclasses(args=argv)
     for name, value, valid in (("paradigm", run.paradigm, PARADIGMS), ("sampler", run.sampler, SAMPLER_MODES),
-                               ("task_weighting", run.task_weighting, TASK_WEIGHTINGS)):
+                               ("task_weighting", run.task_weighting, TASK_WEIGHTINGS), ("on_error", run.on_error, ON_ERROR)):
         if value not in valid:
             raise SystemExit(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
     # Experts and heads a process does not use in a step have no gradient: DDP must look for them. With
@@ -104,10 +124,17 @@ def load_sources(run: M2DinoRunArguments, seed: int, image_size: int, registry):
         description = {"source": "synthetic", "scale": run.synthetic_scale, "image_size": image_size, "seed": seed,
                        "eval_split": "test"}
         return suite.dataset("train"), held_out.dataset("test"), description
+    from .data.fmc_uia import format_load_report, load_report
     from .data.hf_folder import load_data
-    from .data.fmc_uia import load_report
 
-    data = load_data(run.data, registry=registry)
+    # m2dino-finetune shares this loader; its arguments have neither option.
+    tasks, on_error = getattr(run, "tasks", None) or None, getattr(run, "on_error", "raise")
+    if tasks:  # named before loading: rows of tasks not selected are not even checked
+        unknown = sorted(set(tasks) - {t.id for t in registry})
+        if unknown:
+            raise SystemExit(f"unknown task(s) {unknown}; valid: {', '.join(t.id for t in registry)}")
+    data = load_data(run.data, tasks=tasks, registry=registry, on_error=on_error)
+    print(format_load_report(load_report(next(iter(data.values())))), flush=True)
     if "val" not in data and "validation" in data:
         data["val"] = data["validation"]
     missing = [s for s in ("train", "val") if s not in data]
@@ -159,8 +186,23 @@ def train_one(name, task_ids, run, training, sources, registry, image_size, call
     train_source, eval_source, data_description = sources
     specs = [t for t in registry if t.id in task_ids]
     output_dir = training.output_dir
-    if os.path.exists(os.path.join(output_dir, "config.json")) and not run.overwrite and not training.resume_from_checkpoint:
+    resuming = training.resume_from_checkpoint
+    if os.path.exists(os.path.join(output_dir, "config.json")) and not run.overwrite and not resuming:
         raise SystemExit(f"{output_dir} already holds a model; pass --overwrite to replace it")
+    if resuming and resuming is not True and os.path.isdir(resuming):
+        try:
+            check_resume_tasks(resuming, [t.to_dict() for t in specs])
+        except ValueError as error:
+            raise SystemExit(str(error)) from None
+    if not resuming and os.path.isdir(output_dir):
+        old = sorted(n for n in os.listdir(output_dir) if n.startswith("checkpoint-"))
+        if old and not run.overwrite:
+            raise SystemExit(f"{output_dir} holds checkpoints of an earlier run ({', '.join(old)}): pass "
+                             f"--resume_from_checkpoint to continue it, or --overwrite to start again")
+        if old and training.process_index == 0:  # out of the new run's way; deleted once its model is in place
+            set_aside_previous_checkpoints(output_dir)
+            logger.warning("%s: the old run's checkpoints %s are kept in %s until the new model is saved",
+                           output_dir, old, os.path.join(output_dir, ".previous-run-checkpoints"))
     set_seed(training.seed)
     model = build_model(run, specs, image_size)
     processor = M2DinoImageProcessor.from_config(model.config)
@@ -183,24 +225,51 @@ def train_one(name, task_ids, run, training, sources, registry, image_size, call
     results.update(paradigm=run.paradigm, run=name, data=data_description, seed=training.seed, world_size=training.world_size,
                    max_steps=training.max_steps, preset=run.preset, router_mode=model.config.router_mode)
     if trainer.is_world_process_zero():
-        trainer.save_model(output_dir)
-        # The Trainer pickles its arguments beside the weights; a folder meant for the hub keeps them as JSON.
-        os.remove(os.path.join(output_dir, "training_args.bin"))
-        with open(os.path.join(output_dir, "training_args.json"), "w", encoding="utf-8") as f:
-            f.write(training.to_json_string())
-        processor.save_pretrained(output_dir)
-        with open(os.path.join(output_dir, "eval_results.json"), "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=2)
-        with open(os.path.join(output_dir, "train_log.json"), "w", encoding="utf-8") as f:
-            json.dump(trainer.state.log_history, f, indent=1)
-        from .cards import write_model_card
-
-        write_model_card(output_dir)
+        save_final_model(output_dir, trainer.save_model, processor, results, trainer.state.log_history,
+                         training.to_json_string())
     return results
+
+
+def save_final_model(output_dir: str, save_weights, processor, results: dict, log_history: list, training_args_json: str):
+    """Write the model (`save_weights(folder)`), its processor, results, log and card into a staging folder,
+    then swap it in for `output_dir` in one step: the old model stays whole until the new one is complete.
+    The output folder's subfolders (this run's checkpoints) are kept; the old run's set-aside checkpoints go."""
+    from .cards import write_model_card
+
+    remove_abandoned_staging(output_dir)
+    with staged_model_folder(output_dir) as staging:
+        save_weights(staging)
+        # The Trainer pickles its arguments beside the weights; a folder meant for the hub keeps them as JSON.
+        if os.path.exists(os.path.join(staging, "training_args.bin")):
+            os.remove(os.path.join(staging, "training_args.bin"))
+        with open(os.path.join(staging, "training_args.json"), "w", encoding="utf-8") as f:
+            f.write(training_args_json)
+        processor.save_pretrained(staging)
+        with open(os.path.join(staging, "eval_results.json"), "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=2)
+        with open(os.path.join(staging, "train_log.json"), "w", encoding="utf-8") as f:
+            json.dump(log_history, f, indent=1)
+        carry_over(staging, output_dir)  # before the card, which lists the figures of results/
+        write_model_card(staging)
+        publish_model_folder(staging, output_dir)
 
 
 def main(argv=None, callbacks=None) -> dict:
     run, training = parse_arguments(argv)
+    lock = OutputFolderLock(training.output_dir) if training.process_index == 0 else None
+    if lock is not None:
+        try:
+            lock.acquire()  # before anything slow: a second run into a busy folder fails at once
+        except OutputFolderBusyError as error:
+            raise SystemExit(str(error)) from None
+    try:
+        return _run(run, training, callbacks)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(run: M2DinoRunArguments, training: TrainingArguments, callbacks) -> dict:
     if training.use_cpu and "OMP_NUM_THREADS" not in os.environ:
         # Leave a core to each data worker: oversubscribed OpenMP threads spin and slow small models many-fold.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) - training.dataloader_num_workers))

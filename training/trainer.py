@@ -9,24 +9,64 @@ What it adds to `transformers.Trainer`:
 - evaluation with the challenge metrics on held-out examples (`eval_<task>_<metric>`, and `eval_score`,
   the mean normalised primary metric used to pick the best checkpoint);
 - checkpoints written into a staging folder and renamed into place, so a killed run never leaves a
-  half-written `checkpoint-N` that a resume would pick up.
+  half-written `checkpoint-N` that a resume would pick up;
+- a resume from a checkpoint of other tasks refused before any weight is loaded (the Trainer would load
+  the router rows and heads of other tasks, or crash inside torch when the counts agree). Optimizer,
+  scheduler and RNG state are read by the Trainer with ``torch.load(..., weights_only=True)``.
 """
 
+import json
 import os
 import shutil
+import stat
 
 import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, seed_worker
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint, seed_worker
 
 from .data.collate import EpochTaggedBatchSampler, collate
 from .data.samplers import TaskBatchSampler
 from .evaluate import evaluate_model, flat_metrics
+from .output_folder import file_mode_for, match_permissions
 
 
 class NonFiniteLossError(RuntimeError):
     pass
+
+
+def _task_identity(task: dict) -> tuple:
+    return task["id"], task["type"], task.get("num_classes"), task.get("num_points")
+
+
+def check_resume_tasks(checkpoint: str, tasks: list[dict]):
+    """Refuse a checkpoint trained for other tasks than `tasks` (task dicts in model order), naming them.
+
+    Router rows are stored by task position and heads by task id, so the ids, their order, their types and
+    their class or point counts must all agree.
+    """
+    config_file = os.path.join(checkpoint, "config.json")
+    if not os.path.isfile(config_file):
+        raise ValueError(f"cannot resume from {checkpoint}: it holds no config.json (not a checkpoint of an M2DINO run)")
+    with open(config_file, encoding="utf-8") as f:
+        saved = json.load(f).get("tasks") or []
+    saved_ids, run_ids = [t["id"] for t in saved], [t["id"] for t in tasks]
+    if [_task_identity(t) for t in saved] == [_task_identity(t) for t in tasks]:
+        return
+    problems = []
+    if set(saved_ids) - set(run_ids):
+        problems.append(f"tasks only in the checkpoint: {sorted(set(saved_ids) - set(run_ids))}")
+    if set(run_ids) - set(saved_ids):
+        problems.append(f"tasks only in this run: {sorted(set(run_ids) - set(saved_ids))}")
+    changed = sorted(t["id"] for t in tasks for s in saved if s["id"] == t["id"] and _task_identity(s) != _task_identity(t))
+    if changed:
+        problems.append(f"tasks of another type or label count: {changed}")
+    if not problems:
+        problems.append("the same tasks in another order")
+    raise ValueError(
+        f"cannot resume from {checkpoint}: it was trained for tasks {saved_ids}, this run trains {run_ids} "
+        f"({'; '.join(problems)}). Resume with the checkpoint's tasks (--tasks, --paradigm), or start a new run"
+    )
 
 
 class MultiTaskTrainer(Trainer):
@@ -57,6 +97,17 @@ class MultiTaskTrainer(Trainer):
             worker_init_fn=lambda worker: seed_worker(worker, self.args.dataloader_num_workers, self.args.process_index),
         )
         return self.accelerator.prepare(loader)
+
+    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        if resume_from_checkpoint:
+            checkpoint = resume_from_checkpoint
+            if checkpoint is True:
+                checkpoint = get_last_checkpoint(self.args.output_dir)
+            tasks = getattr(getattr(self.accelerator.unwrap_model(self.model), "config", None), "tasks", None)
+            if checkpoint and tasks is not None:  # before the Trainer loads any weight from it
+                check_resume_tasks(checkpoint, tasks)
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
+                             ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
@@ -113,7 +164,10 @@ class MultiTaskTrainer(Trainer):
             if self.state.best_model_checkpoint and self.state.best_model_checkpoint.startswith(staging_root):
                 self.state.best_model_checkpoint = os.path.join(run_dir, os.path.basename(self.state.best_model_checkpoint))
                 self.state.save_to_json(os.path.join(staging_root, name, "trainer_state.json"))
-            os.replace(os.path.join(staging_root, name), final)
+            staged = os.path.join(staging_root, name)
+            # the saved files get the folder's permissions (the weights are written 0600 otherwise)
+            match_permissions(staged, file_mode_for(run_dir), stat.S_IMODE(os.stat(run_dir).st_mode))
+            os.replace(staged, final)
             shutil.rmtree(staging_root, ignore_errors=True)
             self._rotate_checkpoints_in(run_dir)
 

@@ -130,7 +130,7 @@ def _class_layout(root, rows_per_class, shuffle_seed, files=2):
         for i in range(count):
             relative = f"Classification/c{cls}_{i}.png"
             if not os.path.exists(os.path.join(root, relative)):
-                Image.fromarray(np.full((8, 8), i, dtype=np.uint8)).save(os.path.join(root, relative))
+                Image.fromarray(np.full((8, 8), i + 100 * cls, dtype=np.uint8)).save(os.path.join(root, relative))
             rows.append({"image_path": f"../{relative}", "task_id": "lung_2cls", "task_name": "classification",
                          "mask": cls})  # fmt: skip
     order = np.random.default_rng(shuffle_seed).permutation(len(rows))

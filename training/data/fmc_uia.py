@@ -8,10 +8,14 @@ Layout (see the brief, section 3)::
 or ``<root>/train/`` and ``<root>/val/`` (and optionally ``test/``), each such a layout: those are then the
 splits. Otherwise a seeded, per-task stratified split is drawn (see `load_fmc_uia`).
 
-Every row is checked when the data is loaded (image header read, mask read in full), because the public
-baseline silently swaps an unreadable image for the next row, and a trustworthy loader must not hide that:
-a problem either stops loading with a message naming the CSV file, its line and the field, or (with
-``on_error="skip"``) the row is dropped, counted per task and reported in the dataset's ``info``.
+Every row is checked when the data is loaded (image and mask decoded in full, so a truncated or corrupt
+file is found here and not mid-training), because the public baseline silently swaps an unreadable image
+for the next row, and a trustworthy loader must not hide that: a problem either stops loading with a
+message naming the CSV file, its line and the field, or (with ``on_error="skip"``) the row is dropped,
+counted per task and reported in the dataset's ``info``. Across rows: the same image (identical decoded
+pixels, whatever its path) listed twice for a task with the same labels is kept once (counted, with a
+warning); with different labels, or in two splits, it is a problem naming both rows. A CSV file that is
+not UTF-8 text, or holds no rows, is named as such.
 
 The returned datasets store paths and labels in columns and decode lazily through a transform
 (`stored_column` reads a column without decoding anything); each example is a dict::
@@ -34,10 +38,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import logging
 import math
 import os
+import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -82,11 +88,17 @@ FEATURES = datasets.Features(
 
 class FMCUIADataError(ValueError):
     """A problem in one CSV row. `csv_file`, `line` (header = 1), `field` and `problem` say where and what;
-    `more` counts the other rows with problems."""
+    `more` counts the other rows with problems. A problem of a whole file has `field` None (and `line`
+    None when no line is to blame)."""
 
-    def __init__(self, csv_file: str, line: int, field: str, problem: str, more: int = 0):
+    def __init__(self, csv_file: str, line: int | None, field: str | None, problem: str, more: int = 0):
         self.csv_file, self.line, self.field, self.problem, self.more = csv_file, line, field, problem, more
-        message = f"{csv_file}, line {line}, field '{field}': {problem}"
+        message = csv_file
+        if line is not None:
+            message += f", line {line}"
+        if field is not None:
+            message += f", field '{field}'"
+        message += f": {problem}"
         if more:
             message += f" (and {more} more row(s) with problems; on_error='skip' drops and reports them)"
         super().__init__(message)
@@ -113,6 +125,10 @@ class _Row:
     # filled by _check_row
     problem: _Problem | None = None
     values: dict = field(default_factory=dict)
+    pixel_digest: str | None = None  # of the decoded image: "the same image" whatever its path or format
+    mask_digest: str | None = None
+    decode_seconds: float = 0.0
+    repeats: "_Row | None" = None  # the earlier row this one duplicates exactly
 
     def cell(self, name: str, required: bool = True) -> str | None:
         """A stripped cell value; None when empty. Missing columns and empty required cells are problems."""
@@ -285,6 +301,28 @@ def decode_image(path: str, dicom_frame="middle"):
     return frame.array, frame.bits_stored
 
 
+def pixel_digest(image) -> str:
+    """A digest of decoded pixels (PIL image or array) with their shape and sample type: equal for the same
+    image saved under two names or re-encoded losslessly."""
+    if isinstance(image, Image.Image):
+        kind, data = f"{image.mode}{image.size}", image.tobytes()
+    else:
+        array = np.ascontiguousarray(image)
+        kind, data = f"{array.dtype.str}{array.shape}", array.tobytes()
+    return hashlib.blake2b(kind.encode() + b"\0" + data, digest_size=16).hexdigest()
+
+
+def decode_in_full(path: str, dicom_frame="middle") -> tuple[str, float]:
+    """Decode an image the way training will and return (pixel digest, seconds taken).
+
+    A header can be intact while the pixel data is truncated or corrupt; only a full decode shows that.
+    """
+    start = time.perf_counter()
+    image, _ = decode_image(path, dicom_frame)
+    digest = pixel_digest(image)
+    return digest, time.perf_counter() - start
+
+
 def decode_label_arrays(batch: dict) -> dict:
     """Stored box, class-label and point columns of a batch -> numpy arrays of the example schema."""
     shapes = {"boxes": (np.float32, (-1, 4)), "class_labels": (np.int64, None), "points": (np.float32, (-1, 2))}
@@ -312,7 +350,7 @@ class ExampleDecoder:
             return batch
         out = {}
         if "image_path" in batch:
-            decoded = [decode_image(path, self.dicom_frame) for path in batch["image_path"]]
+            decoded = [self._decode(path, source) for path, source in zip(batch["image_path"], self._sources(batch))]
             out["image"] = [image for image, _ in decoded]
         for key in ("task", "label"):
             if key in batch:
@@ -328,6 +366,17 @@ class ExampleDecoder:
             if key in batch:
                 out[key] = batch[key]
         return out
+
+    @staticmethod
+    def _sources(batch: dict) -> list:
+        return batch.get("source") or [None] * len(batch["image_path"])
+
+    def _decode(self, path: str, source: str | None):
+        try:
+            return decode_image(path, self.dicom_frame)
+        except Exception as error:  # every row decoded when loading: the file changed on disk since
+            where = f" (CSV row {source})" if source else ""
+            raise OSError(f"cannot decode image {path}{where}: {error}; it decoded when the data was loaded") from error
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -349,7 +398,34 @@ def _find_layouts(root: str) -> dict[str | None, str]:
     )
 
 
-def _read_rows(root: str, folder: str, split_index: int) -> list[_Row]:
+def _read_csv_text(path: str) -> str:
+    """The text of a CSV file: UTF-8, with or without a byte-order mark. Any other encoding is refused with the
+    line and column of the first byte that is not UTF-8, rather than guessed at (a wrong guess changes paths)."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise FMCUIADataError(path, None, None, "is UTF-16 text (it starts with a UTF-16 byte-order mark); save it as UTF-8 CSV")
+    try:
+        return data.decode("utf-8-sig")  # spreadsheet exports often start with a byte-order mark
+    except UnicodeDecodeError as error:
+        text_before = data[: error.start].decode("utf-8-sig")
+        line = text_before.count("\n") + 1
+        column = None
+        if line > 1:  # the header names the column: count the cells of the line up to the bad byte
+            header = next(csv.reader([text_before.split("\n", 1)[0]]), [])
+            cells_before = next(csv.reader([text_before.rsplit("\n", 1)[-1]]), [""])
+            index = max(len(cells_before) - 1, 0)
+            column = header[index].strip() if index < len(header) else None
+        raise FMCUIADataError(
+            path, line, column,
+            f"is not UTF-8 text: byte 0x{data[error.start]:02x} cannot be decoded (saved as Latin-1 or Windows-1252?); "
+            f"re-save the file as UTF-8, e.g. `iconv -f cp1252 -t utf-8`",
+        ) from None  # fmt: skip
+
+
+def _read_rows(root: str, folder: str, split_index: int, on_error: str, empty_files: list[str]) -> list[_Row]:
+    """The rows of every CSV file in ``<folder>/csv_files``. A file with no rows is an error (it would silently
+    remove its tasks), or with on_error="skip" a warning; it is appended to `empty_files` either way."""
     csv_dir = os.path.join(folder, "csv_files")
     names = sorted(name for name in os.listdir(csv_dir) if name.lower().endswith(".csv"))
     if not names:
@@ -358,32 +434,38 @@ def _read_rows(root: str, folder: str, split_index: int) -> list[_Row]:
     for file_index, name in enumerate(names):
         path = os.path.join(csv_dir, name)
         relative = os.path.relpath(path, root).replace(os.sep, "/")
-        # utf-8-sig: spreadsheet exports often start with a byte-order mark that would rename the first column
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
-            header = [column.strip() for column in next(reader, [])]
-            duplicates = [column for column, count in Counter(header).items() if count > 1]
-            if duplicates:
-                raise FMCUIADataError(path, 1, duplicates[0], "column appears more than once in the header")
-            while True:
-                line = reader.line_num + 1  # where the next record starts (a quoted cell may span lines)
-                cells = next(reader, None)
-                if cells is None:
-                    break
-                if not any(cell.strip() for cell in cells):
-                    continue
-                rows.append(
-                    _Row(
-                        csv_file=path,
-                        source=f"{relative}:{line}",
-                        line=line,
-                        order=(split_index, file_index, line),
-                        csv_dir=csv_dir,
-                        # a short row's missing cells are empty, so they are reported as "empty"
-                        cells=dict(zip(header, cells + [""] * (len(header) - len(cells)))),
-                        extra_cells=max(0, len(cells) - len(header)),
-                    )
+        reader = csv.reader(io.StringIO(_read_csv_text(path), newline=""))
+        header = [column.strip() for column in next(reader, [])]
+        duplicates = [column for column, count in Counter(header).items() if count > 1]
+        if duplicates:
+            raise FMCUIADataError(path, 1, duplicates[0], "column appears more than once in the header")
+        file_rows = []
+        while True:
+            line = reader.line_num + 1  # where the next record starts (a quoted cell may span lines)
+            cells = next(reader, None)
+            if cells is None:
+                break
+            if not any(cell.strip() for cell in cells):
+                continue
+            file_rows.append(
+                _Row(
+                    csv_file=path,
+                    source=f"{relative}:{line}",
+                    line=line,
+                    order=(split_index, file_index, line),
+                    csv_dir=csv_dir,
+                    # a short row's missing cells are empty, so they are reported as "empty"
+                    cells=dict(zip(header, cells + [""] * (len(header) - len(cells)))),
+                    extra_cells=max(0, len(cells) - len(header)),
                 )
+            )
+        if not file_rows:
+            problem = "has a header but no rows" if any(header) else "is empty (no header, no rows)"
+            if on_error == "raise":
+                raise FMCUIADataError(path, None, None, f"{problem}; remove the file or fill it (on_error='skip' skips it)")
+            logger.warning("FMC_UIA: skipped CSV file %s: it %s", path, problem)
+            empty_files.append(path)
+        rows += file_rows
     return rows
 
 
@@ -439,9 +521,15 @@ def _assign_splits(rows: list[_Row], by_id: dict[str, TaskSpec], val_fraction: f
             quota[key] += 1
         for key in keys:
             members = sorted(classes[key], key=lambda row: (_rank(seed, task, row), row.source))
-            for position, row in enumerate(members):
-                row.split = "val" if position < quota[key] else "train"
-        counts[task] = {"train": total - n_val, "val": n_val}
+            # A row listed twice has one rank: both copies go to one split (and are then found as duplicates).
+            split_of_rank = {}
+            for row in members:
+                rank = _rank(seed, task, row)
+                if rank not in split_of_rank:
+                    split_of_rank[rank] = "val" if len(split_of_rank) < quota[key] else "train"
+                row.split = split_of_rank[rank]
+        assigned = Counter(row.split for members in classes.values() for row in members)
+        counts[task] = {"train": assigned["train"], "val": assigned["val"]}
     return counts
 
 
@@ -564,6 +652,10 @@ def _check_row(row: _Row, by_id: dict[str, TaskSpec], dicom_frame, require_label
             raise _Problem("image_path", f"image file not found: {image_path}") from None
         except Exception as error:  # any failure to read a file is this row's problem, never the whole load's
             raise _Problem("image_path", str(error) or f"{type(error).__name__} reading {image_path}") from None
+        try:
+            row.pixel_digest, row.decode_seconds = decode_in_full(image_path, dicom_frame)
+        except Exception as error:
+            raise _Problem("image_path", f"cannot decode image {image_path}: {error or type(error).__name__}") from None
         if values["mask_path"] is not None:
             try:
                 mask = read_mask(values["mask_path"])
@@ -571,6 +663,7 @@ def _check_row(row: _Row, by_id: dict[str, TaskSpec], dicom_frame, require_label
                 raise _Problem("mask_path", f"mask file not found: {values['mask_path']}") from None
             except Exception as error:
                 raise _Problem("mask_path", f"cannot read mask {values['mask_path']}: {error}") from None
+            row.mask_digest = pixel_digest(mask)
             problem = mask_problem(mask, spec, width, height)
             if problem:
                 raise _Problem("mask_path", problem)
@@ -598,6 +691,66 @@ def _check_rows(rows: list[_Row], by_id, dicom_frame, num_workers, require_label
         return list(pool.map(lambda row: _check_row(row, by_id, dicom_frame, require_labels), rows))
 
 
+def _label_difference(first: _Row, second: _Row) -> tuple[str, str] | None:
+    """(field, description) of the first label that differs between two rows of one task, or None."""
+    a, b = first.values, second.values
+    if a["label"] != b["label"]:
+        return "mask", f"class {b['label']} here, class {a['label']} there"
+    if first.mask_digest != second.mask_digest:
+        return "mask_path", f"mask {b['mask_path']} here, mask {a['mask_path']} there (different class maps)"
+    if a["boxes"] != b["boxes"] or a["class_labels"] != b["class_labels"]:
+        fields = [name for name, x, y in zip(_BOX_FIELDS, a["boxes"][0], b["boxes"][0]) if x != y] or ["mask"]
+        return fields[0], f"box {b['boxes'][0]} class {b['class_labels']} here, box {a['boxes'][0]} class {a['class_labels']} there"
+    if a["points"] != b["points"]:
+        index = next(k for k, (x, y) in enumerate(zip(a["points"], b["points"])) if x != y)
+        return f"point_{index + 1}_xy", f"points {b['points']} here, {a['points']} there"
+    return None
+
+
+def _check_repeated_images(rows: list[_Row]) -> list[_Row]:
+    """Find images listed more than once for a task ("the same" = identical decoded pixels, whatever the path).
+
+    In two splits: a problem on every such row (a validation image seen in training inflates every metric).
+    Twice in one split with different labels: a problem on both rows (which label is right is unknowable).
+    Twice with the same labels: the later rows are returned, to be dropped and counted.
+    """
+    groups: dict[tuple, list[_Row]] = defaultdict(list)
+    for row in sorted(rows, key=lambda row: row.order):
+        if row.problem is None:
+            groups[(row.values["task"], row.pixel_digest)].append(row)
+    repeated = []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        first = members[0]
+        other_split = next((row for row in members if row.split != first.split), None)
+        if other_split is not None:
+            for row in members:
+                other = other_split if row.split == first.split else first
+                row.problem = _Problem(
+                    "image_path",
+                    f"the same image (identical pixels) is in split '{row.split}' here and in split '{other.split}' at "
+                    f"{other.csv_file}, line {other.line} ({other.values['image_path']}); an image in two splits leaks "
+                    f"into validation: keep it in one",
+                )
+            continue
+        clash = next((row for row in members[1:] if _label_difference(first, row)), None)
+        if clash is not None:
+            for row in members:
+                other = clash if _label_difference(first, row) is None else first
+                name, what = _label_difference(other, row)
+                row.problem = _Problem(
+                    name,
+                    f"the same image (identical pixels) is listed for task '{row.values['task']}' at "
+                    f"{other.csv_file}, line {other.line} with other labels ({what}); keep one row",
+                )
+            continue
+        for row in members[1:]:
+            row.repeats = first
+        repeated += members[1:]
+    return sorted(repeated, key=lambda row: row.order)
+
+
 def _error(row: _Row, more: int = 0) -> FMCUIADataError:
     return FMCUIADataError(row.csv_file, row.line, row.problem.field, row.problem.problem, more)
 
@@ -614,6 +767,29 @@ def stored_column(dataset: datasets.Dataset, name: str) -> list:
 def load_report(dataset) -> dict:
     """The loading report a loader stored in ``dataset.info.description`` (JSON) as a dict."""
     return json.loads(dataset.info.description or "{}")
+
+
+def format_load_report(report: dict) -> str:
+    """A few lines for people: rows per split, what was skipped or dropped, and what checking cost."""
+    where = report.get("root") or report.get("path")
+    lines = [f"loaded {where}: " + ", ".join(f"{name} {sum(tasks.values())} rows" for name, tasks in report["rows"].items())]
+    if report.get("num_skipped"):
+        lines.append(f"  skipped {report['num_skipped']} row(s) with problems; first: {report['problems'][0]}")
+    if report.get("skipped_csv_files"):
+        lines.append(f"  skipped CSV file(s) without rows: {', '.join(report['skipped_csv_files'])}")
+    duplicates = sum(sum(tasks.values()) for tasks in report.get("duplicates_dropped", {}).values())
+    if duplicates:
+        lines.append(f"  dropped {duplicates} duplicate row(s); first: {report['duplicate_rows'][0]}")
+    check = report.get("check")
+    if check:
+        line = f"  checked {check['rows']} row(s) in {check['wall_seconds']:.1f} s with {check['workers']} thread(s)"
+        if "decode_seconds" in check:
+            per_image = 1000 * check["decode_seconds"] / max(check["images_decoded"], 1)
+            line += f"; full image decode {check['decode_seconds']:.1f} s of thread time ({per_image:.1f} ms per image)"
+        else:
+            line += ", every image decoded in full"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def _build_dataset(rows: list[_Row], split: str, report: dict, dicom_frame) -> datasets.Dataset:
@@ -658,7 +834,10 @@ def load_fmc_uia(
 
     Returns a Dataset / DatasetDict whose examples follow the schema in this module's docstring. Nothing is
     written into `root`. The loading report (split parameters and counts, rows kept, rows skipped per
-    task, the first problems) is JSON in ``dataset.info.description``; `load_report(dataset)` parses it.
+    task, the first problems, CSV files skipped for holding no rows, duplicate rows dropped, and what the
+    check cost: ``check``) is JSON in ``dataset.info.description``; `load_report(dataset)` parses it and
+    `format_load_report` prints it. With `split` given, only that split's rows are checked, so an image in
+    two splits is found when all splits are loaded.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -676,16 +855,17 @@ def load_fmc_uia(
             raise ValueError(f"unknown split {split!r}; this dataset has: {', '.join(available)}")
 
     split_config = None
+    empty_files: list[str] = []
     if folder_splits:
         rows = []
         for index, name in enumerate(layouts):
             if split is None or split == name:
-                part = _read_rows(root, layouts[name], index)
+                part = _read_rows(root, layouts[name], index, on_error, empty_files)
                 for row in part:
                     row.split = name
                 rows += part
     else:
-        rows = _read_rows(root, root, 0)
+        rows = _read_rows(root, root, 0, on_error, empty_files)
         counts = _assign_splits(rows, by_id, val_fraction, seed)
         split_config = {
             "seed": seed,
@@ -703,15 +883,21 @@ def load_fmc_uia(
         if ignored_unknown:
             logger.warning("FMC_UIA %s: ignored %d row(s) whose task_id is not in the registry", root, ignored_unknown)
         rows = [row for row in rows if _task_id(row) in wanted]
-    if split is not None:
+    if split is not None:  # one split asked for: only its rows are checked (images in two splits are not looked for)
         rows = [row for row in rows if row.split == split]
 
+    started = time.perf_counter()
     rows = _check_rows(rows, by_id, dicom_frame, num_workers, require_labels)
+    check_seconds = time.perf_counter() - started
+    repeated = _check_repeated_images(rows)
     bad = sorted((row for row in rows if row.problem is not None), key=lambda row: row.order)
     if bad and on_error == "raise":
         raise _error(bad[0], more=len(bad) - 1)
 
-    kept = {name: [row for row in rows if row.problem is None and row.split == name] for name in splits}
+    dropped = set(map(id, repeated))
+    kept = {name: [row for row in rows if row.problem is None and row.split == name and id(row) not in dropped]
+            for name in splits}  # fmt: skip
+    decoded = [row for row in rows if row.pixel_digest is not None]
     skipped = {name: dict(sorted(Counter(_task_id(row) for row in bad if row.split == name).items())) for name in splits}
     report = {
         "loader": "fmc_uia",
@@ -726,7 +912,30 @@ def load_fmc_uia(
         "skipped": skipped,
         "num_skipped": len(bad),
         "problems": [str(_error(row)) for row in bad[:_MAX_REPORTED_PROBLEMS]],
+        "skipped_csv_files": [os.path.relpath(path, root).replace(os.sep, "/") for path in empty_files],
+        "duplicates_dropped": {
+            name: dict(sorted(Counter(row.values["task"] for row in repeated if row.split == name).items())) for name in splits
+        },
+        "duplicate_rows": [
+            f"{row.csv_file}, line {row.line} repeats {row.repeats.csv_file}, line {row.repeats.line} (task "
+            f"'{row.values['task']}', same image and labels)"
+            for row in repeated[:_MAX_REPORTED_PROBLEMS]
+        ],
+        # The rows of every split are checked, in threads: decode_seconds adds up the threads' time.
+        "check": {
+            "rows": len(rows),
+            "images_decoded": len(decoded),
+            "decode_seconds": round(sum(row.decode_seconds for row in decoded), 3),
+            "wall_seconds": round(check_seconds, 3),
+            "workers": num_workers if num_workers is not None else (os.cpu_count() or 1),
+        },
     }
+    if repeated:
+        logger.warning(
+            "FMC_UIA %s: dropped %d duplicate row(s) (the same image with the same labels listed again); first: %s",
+            root, len(repeated), report["duplicate_rows"][0],
+        )  # fmt: skip
+    logger.info("%s", format_load_report(report))
     if bad:
         per_task = Counter(_task_id(row) for row in bad)
         logger.warning(

@@ -4,7 +4,8 @@
 A folder holds a Dataset or a DatasetDict with the columns ``image`` (a `datasets.Image`, an array, or a
 file path), ``task``, and as the tasks need them ``label``, ``mask`` (a `datasets.Image`, an array or a
 path), ``boxes``, ``class_labels``, ``points`` (optional ``bits_stored``, ``source``). Rows are checked
-the same way as challenge CSV rows, with the row index and the field in each message; the result is the
+the same way as challenge CSV rows (every image decoded in full; the same image listed twice or in two
+splits found), with the row index and the field in each message; the result is the
 same kind of object `load_fmc_uia` returns, with examples in the same schema.
 """
 
@@ -14,7 +15,8 @@ import io
 import json
 import logging
 import os
-from collections import Counter
+import time
+from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
 import datasets
@@ -34,6 +36,7 @@ from .fmc_uia import (
     load_fmc_uia,
     mask_problem,
     mask_to_array,
+    pixel_digest,
     point_problem,
     read_mask,
     registry_by_id,
@@ -70,21 +73,24 @@ def _open_stored_image(value):
     return Image.open(value["path"])
 
 
-def _image_size(value, field: str) -> tuple[int, int]:
-    """(width, height) of a stored image value: an undecoded Image dict, an array, or a file path."""
+def _image_info(value, field: str) -> tuple[int, int, str]:
+    """(width, height, pixel digest) of a stored image value: an undecoded Image dict, an array, or a file path.
+    Encoded images are decoded in full: a header can be intact while the pixel data is truncated or corrupt."""
     try:
         if isinstance(value, dict):
             with _open_stored_image(value) as image:
                 if image.mode not in IMAGE_MODES:
                     raise ValueError(f"unsupported image mode {image.mode!r}")
-                return image.size
+                image.load()
+                return image.size + (pixel_digest(image),)
         if isinstance(value, str):
             width, height, _ = image_header(value)
-            return width, height
+            image, _ = decode_image(value)
+            return width, height, pixel_digest(image)
         array = np.asarray(value)
         if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3)):
             raise ValueError(f"array of shape {array.shape} is not an (H, W) or (H, W, 3) image")
-        return array.shape[1], array.shape[0]
+        return array.shape[1], array.shape[0], pixel_digest(array)
     except FileNotFoundError as error:
         raise _Problem(field, f"file not found: {error.filename or value}") from None
     except (ValueError, OSError, ImportError) as error:
@@ -125,8 +131,9 @@ def _matrix(value, columns: int, field: str) -> np.ndarray:
 # Checking rows
 
 
-def _check_row(row: dict, by_id) -> None:
-    """Raise _Problem for the first problem in one row (stored values, images undecoded)."""
+def _check_row(row: dict, by_id) -> tuple[str, tuple]:
+    """Raise _Problem for the first problem in one row; returns (image digest, labels) of a good row, to find
+    the same image listed twice or in two splits."""
     task = row.get("task")
     spec = by_id.get(task)
     if spec is None:
@@ -153,9 +160,9 @@ def _check_row(row: dict, by_id) -> None:
         problem = class_problem(int(label), spec)
         if problem:
             raise _Problem("label", problem)
-        _image_size(value("image"), "image")  # readable?
-        return
-    width, height = _image_size(value("image"), "image")
+        _, _, digest = _image_info(value("image"), "image")  # readable?
+        return digest, ("label", int(label))
+    width, height, digest = _image_info(value("image"), "image")
     if spec.type == "segmentation":
         try:
             mask = _stored_mask(value("mask"))
@@ -166,7 +173,8 @@ def _check_row(row: dict, by_id) -> None:
         problem = mask_problem(mask, spec, width, height)
         if problem:
             raise _Problem("mask", problem)
-    elif spec.type == "detection":
+        return digest, ("mask", pixel_digest(mask))
+    if spec.type == "detection":
         boxes = _matrix(value("boxes"), 4, "boxes")
         if len(boxes) == 0:
             raise _Problem("boxes", "no box")
@@ -183,6 +191,7 @@ def _check_row(row: dict, by_id) -> None:
             problem = class_problem(int(label), spec)
             if problem:
                 raise _Problem("class_labels", problem)
+        return digest, ("boxes", boxes.tolist(), [int(label) for label in labels])
     else:
         points = _matrix(value("points"), 2, "points")
         if len(points) != spec.num_points:
@@ -190,24 +199,26 @@ def _check_row(row: dict, by_id) -> None:
         found = point_problem([(float(x), float(y)) for x, y in points], width, height)
         if found:
             raise _Problem("points", f"point {found[0]}: {found[1]}")
+        return digest, ("points", points.tolist())
 
 
-def _check_split(raw: datasets.Dataset, indices: list[int], by_id, num_workers) -> list[tuple[int, _Problem]]:
-    """(row index, problem) for every bad row among `indices`, in index order."""
+def _check_split(raw: datasets.Dataset, indices: list[int], by_id, num_workers) -> tuple[list, dict]:
+    """(row index, problem) for every bad row among `indices`, in index order, and {row index: (image
+    digest, labels)} of the good ones."""
     columns = raw.column_names
 
     def check_chunk(chunk):
         batch = raw[chunk[0] : chunk[-1] + 1] if chunk == list(range(chunk[0], chunk[-1] + 1)) else raw.select(chunk)[:]
-        found = []
+        found, good = [], {}
         for offset, index in enumerate(chunk):
             row = {name: batch[name][offset] for name in columns}
             try:
-                _check_row(row, by_id)
+                good[index] = _check_row(row, by_id)
             except _Problem as problem:
                 found.append((index, problem))
             except Exception as error:  # a malformed value: this row's problem, not the whole load's
                 found.append((index, _Problem("row", f"{type(error).__name__}: {error}")))
-        return found
+        return found, good
 
     chunks = [indices[i : i + _CHUNK] for i in range(0, len(indices), _CHUNK)]
     workers = num_workers if num_workers is not None else (os.cpu_count() or 1)
@@ -216,7 +227,10 @@ def _check_split(raw: datasets.Dataset, indices: list[int], by_id, num_workers) 
     else:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             results = list(pool.map(check_chunk, chunks))
-    return [item for found in results for item in found]
+    good = {}
+    for _, part in results:
+        good.update(part)
+    return [item for found, _ in results for item in found], good
 
 
 def _undecoded(dataset: datasets.Dataset) -> datasets.Dataset:
@@ -225,6 +239,40 @@ def _undecoded(dataset: datasets.Dataset) -> datasets.Dataset:
         if name in dataset.features and isinstance(dataset.features[name], datasets.Image):
             dataset = dataset.cast_column(name, datasets.Image(decode=False))
     return dataset
+
+
+def _repeated_images(good: dict, split_order: list[str]) -> tuple[list, list]:
+    """The same image (identical pixels) listed more than once for a task, as in `load_fmc_uia`: in two splits,
+    or twice with other labels, every listing is a problem; twice with the same labels, the later ones are
+    duplicates. `good`: {(split, row): (task, digest, labels)}. Returns (problems as (split, row, _Problem,
+    task), duplicates as (split, row, first row, task))."""
+    groups = defaultdict(list)
+    for (split, index), (task, digest, labels) in sorted(good.items(), key=lambda item: (split_order.index(item[0][0]), item[0][1])):
+        groups[(task, digest)].append((split, index, labels))
+    problems, duplicates = [], []
+    for (task, _), members in groups.items():
+        if len(members) < 2:
+            continue
+        first = members[0]
+        other_split = next((member for member in members if member[0] != first[0]), None)
+        if other_split is not None:
+            for split, index, _ in members:
+                other = other_split if split == first[0] else first
+                problem = _Problem("image", f"the same image (identical pixels) is in split '{split}' here and in split "
+                                            f"'{other[0]}' at row {other[1]}; an image in two splits leaks into "
+                                            f"validation: keep it in one")
+                problems.append((split, index, problem, task))
+            continue
+        clash = next((member for member in members[1:] if member[2] != first[2]), None)
+        if clash is not None:
+            for split, index, labels in members:
+                other = clash if labels == first[2] else first
+                problem = _Problem(labels[0], f"the same image (identical pixels) is listed for task '{task}' at row "
+                                              f"{other[1]} with other labels; keep one row")
+                problems.append((split, index, problem, task))
+            continue
+        duplicates += [(split, index, first[1], task) for split, index, _ in members[1:]]
+    return problems, duplicates
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -311,17 +359,28 @@ def load_hf_folder(path, split: str | None = None, tasks=None, registry=None, on
         else:  # the folder is one split: take it under the name asked for
             parts = {split: next(iter(parts.values()))}
 
-    selected, bad = {}, []
+    selected, bad, good_rows = {}, [], {}
+    # Rows are checked in threads, every image decoded in full; wall_seconds is what that costs.
+    check = {"rows": 0, "wall_seconds": 0.0, "workers": num_workers if num_workers is not None else (os.cpu_count() or 1)}
     for name, dataset in parts.items():
         for column in ("image", "task"):
             if column not in dataset.column_names:
                 raise HFFolderDataError(path, name, 0, column, f"column '{column}' is missing; columns: {dataset.column_names}")
         task_column = stored_column(dataset, "task")
         indices = [i for i, task in enumerate(task_column) if wanted is None or task in wanted]
-        problems = _check_split(_undecoded(dataset.with_format(None)), indices, by_id, num_workers)
+        started = time.perf_counter()
+        problems, good = _check_split(_undecoded(dataset.with_format(None)), indices, by_id, num_workers)
+        check["rows"] += len(indices)
+        check["wall_seconds"] += time.perf_counter() - started
         bad += [(name, index, problem, task_column[index]) for index, problem in problems]
-        failed = {index for index, _ in problems}
-        selected[name] = [i for i in indices if i not in failed]
+        selected[name] = indices
+        good_rows.update({(name, index): (task_column[index],) + found for index, found in good.items()})
+    repeated, duplicates = _repeated_images(good_rows, list(parts))
+    order = {name: position for position, name in enumerate(parts)}
+    bad = sorted(bad + repeated, key=lambda item: (order[item[0]], item[1]))
+    for name in parts:
+        failed = {index for n, index, _, _ in bad if n == name} | {index for n, index, _, _ in duplicates if n == name}
+        selected[name] = [i for i in selected[name] if i not in failed]
 
     def error(item, more=0):
         name, index, problem, _ = item
@@ -337,7 +396,16 @@ def load_hf_folder(path, split: str | None = None, tasks=None, registry=None, on
         "skipped": {name: dict(sorted(Counter(task for n, _, _, task in bad if n == name).items())) for name in parts},
         "num_skipped": len(bad),
         "problems": [str(error(item)) for item in bad[:_MAX_REPORTED_PROBLEMS]],
+        "check": dict(check, wall_seconds=round(check["wall_seconds"], 3)),
+        "duplicates_dropped": {
+            name: dict(sorted(Counter(task for n, _, _, task in duplicates if n == name).items())) for name in parts
+        },
+        "duplicate_rows": [f"split '{n}' row {index} repeats row {first} (task '{task}', same image and labels)"
+                           for n, index, first, task in duplicates[:_MAX_REPORTED_PROBLEMS]],
     }
+    if duplicates:
+        logger.warning("datasets folder %s: dropped %d duplicate row(s); first: %s", path, len(duplicates),
+                       report_base["duplicate_rows"][0])
     if bad:
         logger.warning("datasets folder %s: skipped %d row(s) with problems; first: %s", path, len(bad), report_base["problems"][0])
     rows = {}
