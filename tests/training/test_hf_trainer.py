@@ -82,7 +82,7 @@ def test_plain_trainer_scores_a_two_task_model_as_its_own_evaluation(tmp_path):
     metrics = trainer.evaluate(ProcessedExamples(data, processor, config.task_specs))
     for key, value in own.items():
         assert metrics[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
-    assert len(own) > 10 and "eval_cervix_multi_dice" in own and "eval_breast_3cls_f1_macro" in own
+    assert len(own) > 10 and "eval_cervix_multi_DSC" in own and "eval_breast_3cls_F1_macro" in own
 
 
 FOUR = ["cervix_multi", "breast_3cls", "thyroid_nodule_det", "IUGC"]

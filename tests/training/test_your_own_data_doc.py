@@ -31,7 +31,7 @@ def test_every_snippet_of_the_user_guide_runs_in_order(tmp_path, monkeypatch):
     # What the guide says each step gives.
     assert namespace["config"].task_ids == ["nodule_mask", "nodule_malignancy", "isthmus_ends"]
     metrics = namespace["metrics"]
-    assert {"eval_nodule_mask_dice", "eval_nodule_malignancy_f1_macro", "eval_isthmus_ends_mre", "eval_score"} <= set(metrics)
+    assert {"eval_nodule_mask_DSC", "eval_nodule_malignancy_F1_macro", "eval_isthmus_ends_MRE", "eval_score"} <= set(metrics)
     assert sorted(p["label"] for p in namespace["classify"](namespace["image"])) == ["benign", "malignant"]
     assert [level.shape[-1] for level in namespace["feature_maps"]] == [16, 8, 4, 2]  # 64 px at strides 4..32
     assert tuple(namespace["logits"].shape) == (1, 2, 64, 64)
