@@ -36,7 +36,7 @@ setup(
     ],
     extras_require={
         "dicom": ["pydicom>=2.4"],
-        "test": ["pytest", "pydicom>=2.4"],
+        "test": ["pytest", "pydicom>=2.4", "parameterized>=0.9"],
     },
     entry_points={
         "console_scripts": [
