@@ -80,7 +80,8 @@ class M2DinoConfig(DINOv3ViTConfig):
                 f"num_experts_per_tok ({self.num_experts_per_tok}) must be between 1 and num_experts ({self.num_experts})"
             )
         if self.feature_layers is None:
-            self.feature_layers = sorted({round(num_layers * (i + 1) / 4) - 1 for i in range(4)})
+            # Four evenly spaced layers ending with the last; fewer (each layer once) when the encoder is shallower.
+            self.feature_layers = sorted({max(0, round(num_layers * (i + 1) / 4) - 1) for i in range(4)})
         self.feature_layers = [int(i) for i in self.feature_layers]
         if any(not 0 <= i < num_layers for i in self.feature_layers):
             raise ValueError(f"feature_layers {self.feature_layers} must lie in 0..{num_layers - 1}")
