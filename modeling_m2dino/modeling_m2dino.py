@@ -189,12 +189,14 @@ class M2DinoPreTrainedModel(DINOv3ViTPreTrainedModel):
             raise ValueError("M2DINO loads safetensors only; drop use_safetensors=False")
         kwargs["use_safetensors"] = True
         folder = os.fspath(pretrained_model_name_or_path) if pretrained_model_name_or_path is not None else ""
+        if folder and kwargs.get("subfolder"):
+            folder = os.path.join(folder, kwargs["subfolder"])
         if os.path.isdir(folder):
-            refuse_pickle_only_folder(os.path.join(folder, kwargs.get("subfolder", "")))
+            refuse_pickle_only_folder(folder)
         loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded
         if os.path.isdir(folder):
-            check_saved_tasks(os.path.join(folder, kwargs.get("subfolder", "")), model.config)
+            check_saved_tasks(folder, model.config)
         return loaded
 
     @classmethod
