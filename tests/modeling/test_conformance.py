@@ -195,3 +195,19 @@ def test_torch_export_matches_eager(model_class):
         else:
             for level, (a, b) in enumerate(zip(from_export[name], value)):
                 torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=f"{name}[{level}]")
+
+
+def test_config_docstring_documents_every_m2dino_field_with_its_real_default():
+    import ast
+    import re
+
+    doc = m2dino.M2DinoConfig.__doc__
+    documented = dict(re.findall(r"^\s{8}(\w+) \(`[^`]+`, \*optional\*, defaults to (.+?)\):$", doc, re.MULTILINE))
+    own_fields = [name for name in m2dino.M2DinoConfig.__annotations__ if not name.startswith("_")]
+    assert own_fields and not [name for name in own_fields if name not in doc], "undocumented M2DINO fields"
+    config = m2dino.M2DinoConfig()
+    assert len(documented) >= 20
+    for name, stated in documented.items():
+        stated = stated.strip("`")
+        value = None if stated == "None" else ast.literal_eval(stated)
+        assert getattr(config, name) == value, f"{name}: docstring says {stated}, the config has {getattr(config, name)!r}"
