@@ -69,8 +69,8 @@ class M2DinoModelOutput(BaseModelOutputWithPooling):
 @dataclass
 class M2DinoMultiTaskOutput(ModelOutput):
     """
-    loss: `sum_t loss_weight_t * L_t` over the tasks present, plus the router `aux_loss`.
-    task_losses: task id -> that task's (unweighted) loss.
+    loss: `sum_t loss_weight_t * L_t` over the tasks present, plus the router `aux_loss` (None without labels).
+    task_losses: task id -> that task's (unweighted) loss (None without labels).
     task_outputs: task id -> its head's output object, whose `indices` are the batch positions of its samples.
     """
 
