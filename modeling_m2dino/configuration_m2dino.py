@@ -20,30 +20,82 @@ PRESETS = {
 
 class M2DinoConfig(DINOv3ViTConfig):
     r"""
-    Configuration of an M2DINO model: every [`DINOv3ViTConfig`] field, plus
+    Configuration of an M2DINO model: a DINOv3 ViT encoder whose last layers carry a task-conditioned
+    Mixture-of-Experts, a registry of tasks, and the widths of the task heads. Defaults give a ViT-S/16-sized
+    encoder (DINOv3 ViT-S/16 widths) for the 27 FMC_UIA tasks; see `M2DinoConfig.from_preset` for other sizes.
 
-    num_experts (`int`, defaults to 8): experts per MoE layer.
-    num_experts_per_tok (`int`, defaults to 2): experts each routed unit (image or token) uses (top-k).
-    moe_layers (`list[int]`, *optional*): encoder layer indices whose MLP is a task-conditioned MoE.
-        Defaults to the last six layers, or the last half of a model with fewer than twelve layers.
-    router_mode (`str`, defaults to `"task"`): `"task"` routes every token of an image by its task alone;
-        `"token"` routes each token from its hidden state plus a learned task embedding.
-    norm_topk_prob (`bool`, defaults to `True`): renormalise the top-k gate weights to sum to one.
-    router_aux_loss_coef (`float`): weight of the Switch-style load-balancing loss.
-    router_z_loss_coef (`float`): weight of the router z-loss (keeps router logits small).
-    output_router_logits (`bool`): return the router logits of every MoE layer.
-    tasks (`list[dict]`): the task registry (see [`TaskSpec`]); defaults to the 27 FMC_UIA tasks.
-    default_task (`str`, *optional*): the task of a call that names none; defaults to the first task.
-    feature_layers (`list[int]`, *optional*): encoder layers whose outputs form the multi-level feature maps
-        the dense heads read; defaults to four evenly spaced layers ending with the last.
-    decoder_hidden_size (`int`): channel width of the dense (segmentation, keypoint, detection) heads.
-    detection_num_queries (`int`): box queries per image of the detection heads.
-    image_mean, image_std (`list[float]`): normalisation applied to integer pixel values given to the model.
-    out_indices / out_features: the four encoder stages `M2DinoBackbone` turns into a feature pyramid; default to
-        the stages of `feature_layers`.
+    Args:
+        hidden_size (`int`, *optional*, defaults to 384):
+            Width of the encoder's tokens.
+        intermediate_size (`int`, *optional*, defaults to 1536):
+            Hidden width of every MLP, and of every expert of a MoE layer.
+        num_hidden_layers (`int`, *optional*, defaults to 12):
+            Encoder layers. One is enough (the heads then all read the same layer).
+        num_attention_heads (`int`, *optional*, defaults to 6):
+            Attention heads per encoder layer.
+        patch_size (`int`, *optional*, defaults to 16):
+            Side of a patch in pixels; image sides must be multiples of it.
+        image_size (`int`, *optional*, defaults to 224):
+            Side of the images the image processor resizes to. RoPE positions are recomputed for any size.
+        num_channels (`int`, *optional*, defaults to 3):
+            Input channels (the image processor turns grayscale into RGB).
+        num_register_tokens (`int`, *optional*, defaults to 4):
+            Register tokens after the class token, as in the published DINOv3 ViTs.
+        pos_embed_rescale (`float`, *optional*, defaults to `None`):
+            Random rescaling of the RoPE coordinates in training mode. DINOv3 pretraining used 2.0; M2DINO turns it
+            off so that dense heads see the same geometry in training and evaluation. Set it to re-enable it.
+        use_gated_mlp (`bool`, *optional*, defaults to `False`):
+            Gated MLPs (ViT-S+/16 and larger DINOv3 models); the experts then are gated MLPs too.
+        hidden_act, attention_dropout, initializer_range, layer_norm_eps, rope_theta, query_bias, key_bias,
+        value_bias, proj_bias, mlp_bias, layerscale_value, drop_path_rate, pos_embed_shift, pos_embed_jitter:
+            The DINOv3 encoder's own settings, with [`DINOv3ViTConfig`]'s defaults.
+        num_experts (`int`, *optional*, defaults to 8):
+            Experts per MoE layer. Each starts as a copy of the layer's dense MLP when upcycling a DINOv3 checkpoint.
+        num_experts_per_tok (`int`, *optional*, defaults to 2):
+            Experts each routed unit (an image in `"task"` mode, a token in `"token"` mode) uses: the top-k.
+        moe_layers (`list[int]`, *optional*):
+            Encoder layer indices whose MLP is a task-conditioned MoE. Defaults to the last six layers, or the last
+            half of an encoder with fewer than twelve layers.
+        router_mode (`str`, *optional*, defaults to `"task"`):
+            `"task"`: a learned table of expert logits per task, so every token of an image uses its task's experts;
+            `"token"`: each token is routed from its hidden state plus a learned task embedding.
+        norm_topk_prob (`bool`, *optional*, defaults to `True`):
+            Renormalise the top-k gate weights to sum to one.
+        router_aux_loss_coef (`float`, *optional*, defaults to 0.001):
+            Weight of the Switch-style load-balancing loss added to the training loss.
+        router_z_loss_coef (`float`, *optional*, defaults to 0.001):
+            Weight of the router z-loss (keeps router logits in a stable range).
+        output_router_logits (`bool`, *optional*, defaults to `False`):
+            Return the router logits of every MoE layer.
+        tasks (`list[dict]`, *optional*):
+            The task registry, one [`TaskSpec`] dict per task (id, type, classes or points, loss weight, group).
+            Defaults to the 27 FMC_UIA tasks. Its order is the order of the router rows: the weights record it and
+            loading refuses a `config.json` whose order, ids or types differ.
+        default_task (`str`, *optional*):
+            The task of a call that names none. Defaults to the first task.
+        feature_layers (`list[int]`, *optional*):
+            Encoder layers whose outputs form the multi-level feature maps the dense heads read. Defaults to four
+            evenly spaced layers ending with the last (each layer once when the encoder has fewer than four).
+        decoder_hidden_size (`int`, *optional*, defaults to 128):
+            Channel width of the dense heads (segmentation, landmark regression, detection).
+        detection_num_queries (`int`, *optional*, defaults to 1):
+            Box queries per image of the detection heads.
+        image_mean (`list[float]`, *optional*, defaults to `[0.485, 0.456, 0.406]`):
+            Per-channel mean that integer pixel values given to the model are normalised with.
+        image_std (`list[float]`, *optional*, defaults to `[0.229, 0.224, 0.225]`):
+            Per-channel standard deviation that integer pixel values given to the model are normalised with.
+        out_indices / out_features (*optional*):
+            The four encoder stages `M2DinoBackbone` turns into a feature pyramid (strides 4, 8, 16, 32). Default to
+            the stages of `feature_layers`.
 
-    `pos_embed_rescale` defaults to `None` here (DINOv3 pretraining used 2.0): fine-tuning dense heads on
-    positions wants the same RoPE geometry in training and evaluation. Set it to re-enable the augmentation.
+    Example:
+
+    ```python
+    >>> from modeling_m2dino import M2DinoConfig, M2DinoForMultiTask
+
+    >>> config = M2DinoConfig.from_preset("tiny", tasks=[{"id": "lesion", "type": "segmentation", "num_classes": 2}])
+    >>> model = M2DinoForMultiTask(config)
+    ```
     """
 
     model_type = "m2dino"
@@ -88,7 +140,8 @@ class M2DinoConfig(DINOv3ViTConfig):
                 f"num_experts_per_tok ({self.num_experts_per_tok}) must be between 1 and num_experts ({self.num_experts})"
             )
         if self.feature_layers is None:
-            self.feature_layers = sorted({round(num_layers * (i + 1) / 4) - 1 for i in range(4)})
+            # Four evenly spaced layers ending with the last; fewer (each layer once) when the encoder is shallower.
+            self.feature_layers = sorted({max(0, round(num_layers * (i + 1) / 4) - 1) for i in range(4)})
         self.feature_layers = [int(i) for i in self.feature_layers]
         if any(not 0 <= i < num_layers for i in self.feature_layers):
             raise ValueError(f"feature_layers {self.feature_layers} must lie in 0..{num_layers - 1}")

@@ -5,12 +5,15 @@ MoE layers routing by task -> final norm -> a spatial feature map (and multi-lev
 sample's task. Task types (segmentation, classification, detection, regression) live one per module.
 """
 
+import json
 import os
 import shutil
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
+from safetensors import safe_open
 from torch import nn
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling
@@ -69,8 +72,8 @@ class M2DinoModelOutput(BaseModelOutputWithPooling):
 @dataclass
 class M2DinoMultiTaskOutput(ModelOutput):
     """
-    loss: `sum_t loss_weight_t * L_t` over the tasks present, plus the router `aux_loss`.
-    task_losses: task id -> that task's (unweighted) loss.
+    loss: `sum_t loss_weight_t * L_t` over the tasks present, plus the router `aux_loss` (None without labels).
+    task_losses: task id -> that task's (unweighted) loss (None without labels).
     task_outputs: task id -> its head's output object, whose `indices` are the batch positions of its samples.
     predictions: (eval mode) every head output with one row per sample in batch order and keys fixed by the
         task list, the form `transformers.Trainer` gathers for `compute_metrics` (see `per_sample.py`).
@@ -148,6 +151,10 @@ class M2DinoPreTrainedModel(DINOv3ViTPreTrainedModel):
         elif isinstance(module, DetectionType.head_class):
             init.normal_(module.queries, std=1.0)
 
+    def use_return_dict(self, return_dict: bool | None) -> bool:
+        """`return_dict` of a call, `config.return_dict` when the call does not say."""
+        return self.config.return_dict if return_dict is None else return_dict
+
     @property
     def served_tasks(self) -> list[str]:
         """The ids of the tasks this class has heads for."""
@@ -155,9 +162,20 @@ class M2DinoPreTrainedModel(DINOv3ViTPreTrainedModel):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Saves weights and config with a full `auto_map`, and copies the model code beside them so that
-        `trust_remote_code=True` loads the folder where this package is not installed."""
+        `trust_remote_code=True` loads the folder where this package is not installed.
+
+        Every safetensors file also records, in its metadata, the tasks its router rows belong to (see
+        `TASKS_METADATA_KEY`), so that loading can refuse a `config.json` whose task list no longer matches.
+        """
+        if kwargs.get("safe_serialization") is False:
+            raise ValueError("M2DINO saves safetensors only; drop safe_serialization=False")
         self.config.auto_map = dict(AUTO_MAP)
         super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            tasks = json.dumps([[task.id, task.type] for task in self.config.task_specs])
+            for name in sorted(os.listdir(save_directory)):
+                if name.endswith(".safetensors"):
+                    add_safetensors_metadata(os.path.join(save_directory, name), {TASKS_METADATA_KEY: tasks})
         package_dir = os.path.dirname(os.path.abspath(__file__))
         for name in sorted(os.listdir(package_dir)):
             if name.endswith(".py") and name != "__init__.py":
@@ -165,29 +183,27 @@ class M2DinoPreTrainedModel(DINOv3ViTPreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """`PreTrainedModel.from_pretrained`, but weights that the checkpoint lacks or holds in another shape (a
-        different task list, say) are an error naming them, not a silent random initialisation with a long
-        report. `ignore_mismatched_sizes=True` is the explicit opt-in to re-initialise those heads or routers."""
-        want_info = kwargs.pop("output_loading_info", False)
-        reinitialise = kwargs.pop("ignore_mismatched_sizes", False)
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # our own message below replaces the load report
-        try:
-            model, info = super().from_pretrained(
-                pretrained_model_name_or_path, *args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
-            )
-        finally:
-            hf_logging.set_verbosity(verbosity)
-        differing = sorted(info["missing_keys"]) + sorted(str(k[0] if isinstance(k, tuple) else k) for k in info["mismatched_keys"])
-        if differing and not reinitialise:
-            raise ValueError(
-                f"{cls.__name__}: the checkpoint at {pretrained_model_name_or_path} lacks or mis-shapes {len(differing)} "
-                f"weight(s) this config needs (is its task list different?): {differing[:12]}"
-                f"{' ...' if len(differing) > 12 else ''}. Pass ignore_mismatched_sizes=True to initialise them at random."
-            )
-        if differing:
-            logger.warning(f"{cls.__name__}: initialised at random (not in the checkpoint or re-shaped): {differing}")
-        return (model, info) if want_info else model
+        """`PreTrainedModel.from_pretrained` with transformers' loading policy, from safetensors only.
+
+        Weights the checkpoint lacks (new heads, say) are initialised by `_init_weights` and listed in the load
+        report and in `output_loading_info`; weights of another shape are an error unless
+        `ignore_mismatched_sizes=True`. Two checks are added: a folder whose weights exist only as pickles is
+        refused, and a `config.json` whose task ids, order or types disagree with the tasks the weights were
+        saved for (their router rows) is refused, naming the tasks.
+        """
+        if kwargs.get("use_safetensors") is False:
+            raise ValueError("M2DINO loads safetensors only; drop use_safetensors=False")
+        kwargs["use_safetensors"] = True
+        folder = os.fspath(pretrained_model_name_or_path) if pretrained_model_name_or_path is not None else ""
+        if folder and kwargs.get("subfolder"):
+            folder = os.path.join(folder, kwargs["subfolder"])
+        if os.path.isdir(folder):
+            refuse_pickle_only_folder(folder)
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        if os.path.isdir(folder):
+            check_saved_tasks(folder, model.config)
+        return loaded
 
     @classmethod
     def from_dinov3(cls, path: str, **config_overrides):
@@ -282,8 +298,11 @@ class M2DinoModel(M2DinoPreTrainedModel):
         output_attentions: bool | None = None,
         output_router_logits: bool | None = None,
         output_feature_maps: bool = False,
-    ) -> M2DinoModelOutput:
+        return_dict: bool | None = None,
+    ) -> M2DinoModelOutput | tuple:
         output_router_logits = self.config.output_router_logits if output_router_logits is None else output_router_logits
+        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         pixel_values = self.prepare_pixel_values(pixel_values, bits_stored)
         batch_size, _, height, width = pixel_values.shape
         task_ids = self.resolve_task_ids(batch_size, tasks, task_ids, device=pixel_values.device)
@@ -313,7 +332,7 @@ class M2DinoModel(M2DinoPreTrainedModel):
             num_experts, top_k = self.config.num_experts, self.config.num_experts_per_tok
             aux_loss = self.config.router_aux_loss_coef * load_balancing_loss(router_logits, num_experts, top_k)
             aux_loss = aux_loss + self.config.router_z_loss_coef * router_z_loss(router_logits)
-        return M2DinoModelOutput(
+        output = M2DinoModelOutput(
             last_hidden_state=sequence_output,
             pooler_output=sequence_output[:, 0],
             feature_map=feature_map,
@@ -323,6 +342,7 @@ class M2DinoModel(M2DinoPreTrainedModel):
             router_logits=tuple(router_logits) if output_router_logits else None,
             aux_loss=aux_loss,
         )
+        return output if self.use_return_dict(return_dict) else output.to_tuple()
 
     @torch.no_grad()
     def encode_all_tasks(
@@ -410,7 +430,7 @@ class M2DinoForMultiTask(M2DinoPreTrainedModel):
         self.post_init()
 
     def run_head(self, task, outputs: M2DinoModelOutput, indices: torch.Tensor | None = None):
-        """The head of `task` on the samples at `indices` (all when None): its output object and raw output."""
+        """The head of `task` on the samples at `indices` (all when None): its output fields and raw output."""
         impl = TASK_TYPE_IMPLEMENTATIONS[task.type]
         feature_maps, pooled = outputs.feature_maps, outputs.pooler_output
         if indices is not None:
@@ -419,7 +439,7 @@ class M2DinoForMultiTask(M2DinoPreTrainedModel):
         raw = self.heads[task.id](feature_maps, pooled)
         fields = (impl.output_field,) if isinstance(impl.output_field, str) else impl.output_field
         values = (raw,) if isinstance(impl.output_field, str) else raw
-        return impl.output_class(**dict(zip(fields, values))), raw
+        return dict(zip(fields, values)), raw
 
     @torch.no_grad()
     def predict_all_tasks(self, pixel_values: torch.Tensor, tasks: list[str] | None = None, bits_stored: int | None = None):
@@ -439,7 +459,8 @@ class M2DinoForMultiTask(M2DinoPreTrainedModel):
         results = {}
         for position, task_id in enumerate(tasks):
             rows = torch.arange(position * batch_size, (position + 1) * batch_size, device=pixel_values.device)
-            results[task_id] = self.run_head(specs[task_id], outputs, rows)[0]
+            fields = self.run_head(specs[task_id], outputs, rows)[0]
+            results[task_id] = TASK_TYPE_IMPLEMENTATIONS[specs[task_id].type].output_class(**fields)
         return results
 
     def forward(
@@ -453,11 +474,12 @@ class M2DinoForMultiTask(M2DinoPreTrainedModel):
         output_attentions: bool | None = None,
         output_router_logits: bool | None = None,
         original_sizes: torch.LongTensor | None = None,
-    ) -> M2DinoMultiTaskOutput:
+        return_dict: bool | None = None,
+    ) -> M2DinoMultiTaskOutput | tuple:
         outputs = self.m2dino(
             pixel_values, tasks=tasks, task_ids=task_ids, bits_stored=bits_stored,
             output_hidden_states=output_hidden_states, output_attentions=output_attentions,
-            output_router_logits=output_router_logits,
+            output_router_logits=output_router_logits, return_dict=True,
         )
         batch_size = pixel_values.shape[0]
         task_ids = self.m2dino.resolve_task_ids(batch_size, tasks, task_ids, device=pixel_values.device)
@@ -474,9 +496,8 @@ class M2DinoForMultiTask(M2DinoPreTrainedModel):
             if task.id not in self.heads:
                 raise ValueError(f"{type(self).__name__} has no head for task {task.id!r}; it serves {self.served_tasks}")
             indices = (task_ids == task_index).nonzero().squeeze(1)
-            task_output, raw = self.run_head(task, outputs, indices)
-            task_output["indices"] = indices
-            task_outputs[task.id] = task_output
+            fields, raw = self.run_head(task, outputs, indices)
+            task_outputs[task.id] = TASK_TYPE_IMPLEMENTATIONS[task.type].output_class(**fields, indices=indices)
             if labels is not None:
                 impl = TASK_TYPE_IMPLEMENTATIONS[task.type]
                 task_labels = impl.stack_labels([labels[i] for i in indices.tolist()], task, image_size)
@@ -484,9 +505,9 @@ class M2DinoForMultiTask(M2DinoPreTrainedModel):
                 task_losses[task.id] = impl.loss(raw, task_labels, task)
                 weighted = task.loss_weight * task_losses[task.id]
                 loss = weighted if loss is None else loss + weighted
-        return M2DinoMultiTaskOutput(
+        output = M2DinoMultiTaskOutput(
             loss=loss,
-            task_losses=task_losses,
+            task_losses=task_losses if labels is not None else None,
             task_outputs=task_outputs,
             predictions=None if self.training else self.per_sample_predictions(task_outputs, task_ids, outputs, image_size),
             aux_loss=outputs.aux_loss,
@@ -494,6 +515,7 @@ class M2DinoForMultiTask(M2DinoPreTrainedModel):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
+        return output if self.use_return_dict(return_dict) else output.to_tuple()
 
 
     @torch.no_grad()
@@ -543,15 +565,21 @@ class M2DinoForSingleTaskType(M2DinoForMultiTask):
         self.config.id2label = dict(enumerate(labels))
         self.config.label2id = {name: index for index, name in enumerate(labels)}
 
-    def single_task(self, task_ids: torch.LongTensor):
-        unique = torch.unique(task_ids).tolist()
+    def single_task(self, tasks: str | list[str] | torch.LongTensor):
+        """The one task of a call, from its task id string(s) or task index tensor."""
         specs = self.config.task_specs
-        if len(unique) != 1:
+        if torch.is_tensor(tasks):
+            names = [specs[i].id for i in torch.unique(tasks).tolist()]
+        else:
+            names = [tasks] if isinstance(tasks, str) else list(dict.fromkeys(tasks))
+            unknown = sorted({n for n in names if n not in self.m2dino.task_index})
+            if unknown:
+                raise ValueError(f"unknown task(s) {unknown}; this model's tasks: {', '.join(self.config.task_ids)}")
+        if len(names) != 1:
             raise ValueError(
-                f"{type(self).__name__} serves one task per call, got {[specs[i].id for i in unique]}; "
-                "use M2DinoForMultiTask for mixed batches"
+                f"{type(self).__name__} serves one task per call, got {names}; use M2DinoForMultiTask for mixed batches"
             )
-        task = specs[unique[0]]
+        task = self.config.task(names[0])
         if task.type != self.task_type:
             raise ValueError(
                 f"task {task.id!r} is a {task.type} task; {type(self).__name__} serves {self.task_type} tasks: "
@@ -570,31 +598,38 @@ class M2DinoForSingleTaskType(M2DinoForMultiTask):
         output_attentions: bool | None = None,
         output_router_logits: bool | None = None,
         original_sizes: torch.LongTensor | None = None,
+        return_dict: bool | None = None,
     ):
         # `original_sizes` (from the image processor) is accepted so that `model(**processor(images))` and the
         # pipelines work; post-processing, not the forward pass, uses it.
         if tasks is None and task_ids is None:
             tasks = self.default_task
+        batch_size = pixel_values.shape[0]
+        # Task names are resolved in Python, so that a call naming its task has no data-dependent branch (and
+        # exports as one graph); only `task_ids` tensors need reading back from the device.
+        if task_ids is None:
+            task = self.single_task(tasks)
+        else:
+            task = self.single_task(self.m2dino.resolve_task_ids(batch_size, None, task_ids, device=pixel_values.device))
         outputs = self.m2dino(
             pixel_values, tasks=tasks, task_ids=task_ids, bits_stored=bits_stored,
             output_hidden_states=output_hidden_states, output_attentions=output_attentions,
-            output_router_logits=output_router_logits,
+            output_router_logits=output_router_logits, return_dict=True,
         )
-        batch_size = pixel_values.shape[0]
-        task = self.single_task(self.m2dino.resolve_task_ids(batch_size, tasks, task_ids, device=pixel_values.device))
-        task_output, raw = self.run_head(task, outputs)
+        fields, raw = self.run_head(task, outputs)
+        impl = TASK_TYPE_IMPLEMENTATIONS[task.type]
         if labels is not None:
-            impl = TASK_TYPE_IMPLEMENTATIONS[task.type]
             if isinstance(labels, Mapping):
                 task_index = torch.full((batch_size,), self.config.task_ids.index(task.id), device=pixel_values.device)
                 labels = impl.stack_labels(unbatch_labels(labels, self.config.task_specs, task_index), task, tuple(pixel_values.shape[-2:]))
             labels = impl.check_labels(to_device(labels, pixel_values.device), task, batch_size, tuple(pixel_values.shape[-2:]))
-            task_output["loss"] = impl.loss(raw, labels, task) + outputs.aux_loss
-        # Fields left unset stay out of `.items()`, where a None breaks the Trainer's gathering.
-        for name in ("hidden_states", "attentions", "router_logits", "aux_loss"):
-            if getattr(outputs, name) is not None:
-                task_output[name] = getattr(outputs, name)
-        return task_output
+            loss = impl.loss(raw, labels, task)
+            fields["loss"] = loss if outputs.aux_loss is None else loss + outputs.aux_loss
+        output = impl.output_class(
+            **fields, hidden_states=outputs.hidden_states, attentions=outputs.attentions,
+            router_logits=outputs.router_logits, aux_loss=outputs.aux_loss,
+        )
+        return output if self.use_return_dict(return_dict) else output.to_tuple()
 
 
 class M2DinoForSemanticSegmentation(M2DinoForSingleTaskType):
@@ -619,6 +654,88 @@ class M2DinoForKeypointDetection(M2DinoForSingleTaskType):
     """Landmark regression heads; `labels` FloatTensor (B, points, 2) normalised (x, y); L1; `keypoints`."""
 
     task_type = "regression"
+
+
+# Safetensors metadata entry: JSON list of [task id, task type], one per router row, in row order.
+TASKS_METADATA_KEY = "m2dino_tasks"
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def add_safetensors_metadata(path: str, entries: dict[str, str]):
+    """Adds string `entries` to the metadata of the safetensors file at `path` (rewritten atomically).
+
+    Only the JSON header changes; the tensor bytes are copied as they are (their offsets are relative to the
+    end of the header).
+    """
+    with open(path, "rb") as source:
+        header_size = struct.unpack("<Q", source.read(8))[0]
+        header = json.loads(source.read(header_size))
+        header["__metadata__"] = {**header.get("__metadata__", {}), **entries}
+        encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
+        encoded += b" " * (-len(encoded) % 8)  # safetensors keeps the data start 8-byte aligned
+        staging = f"{path}.tmp-{os.getpid()}"
+        with open(staging, "wb") as target:
+            target.write(struct.pack("<Q", len(encoded)))
+            target.write(encoded)
+            shutil.copyfileobj(source, target, 16 * 1024 * 1024)
+    shutil.copymode(path, staging)
+    os.replace(staging, path)
+
+
+def refuse_pickle_only_folder(folder: str):
+    """Raises when `folder` holds pickled weights but no safetensors file, naming the file and the conversion."""
+    if not os.path.isdir(folder):
+        return
+    names = sorted(os.listdir(folder))
+    if any(name.endswith(".safetensors") or name.endswith(".safetensors.index.json") for name in names):
+        return
+    pickles = [name for name in names if name.endswith(_PICKLE_SUFFIXES)]
+    if pickles:
+        path = os.path.join(folder, pickles[0])
+        raise OSError(
+            f"{path} is a pickle, and M2DINO loads safetensors only (a pickle can run arbitrary code). Convert it "
+            f"where you trust it: `from safetensors.torch import save_file; import torch; "
+            f"save_file(torch.load({path!r}, weights_only=True), {os.path.join(folder, 'model.safetensors')!r})`, "
+            "then remove the pickle."
+        )
+
+
+def saved_tasks(folder: str) -> list[tuple[str, str]] | None:
+    """The (task id, task type) per router row recorded in the safetensors metadata of `folder`, or None
+    when the weights predate that record."""
+    names = sorted(name for name in os.listdir(folder) if name.endswith(".safetensors"))
+    for name in names:
+        with safe_open(os.path.join(folder, name), framework="pt") as weights:
+            recorded = (weights.metadata() or {}).get(TASKS_METADATA_KEY)
+        if recorded is not None:
+            return [tuple(entry) for entry in json.loads(recorded)]
+    return None
+
+
+def check_saved_tasks(folder: str, config: M2DinoConfig):
+    """Refuses a config whose tasks disagree with those the weights in `folder` were saved for.
+
+    Router rows are stored by position and heads by task id: a reordered, renamed or re-typed task list would
+    give every image another task's experts or head without any shape changing.
+    """
+    recorded = saved_tasks(folder)
+    if recorded is None:
+        logger.warning(f"{folder}: the weights record no task list (saved by an older M2DINO); task order unchecked")
+        return
+    current = [(task.id, task.type) for task in config.task_specs]
+    recorded_types = dict(recorded)
+    retyped = [f"{task_id!r} ({recorded_types[task_id]} in the weights, {kind} in the config)"
+               for task_id, kind in current if task_id in recorded_types and recorded_types[task_id] != kind]
+    if retyped:
+        raise ValueError(f"{folder}: config.json changes the type of task(s) {', '.join(retyped)}")
+    if len(recorded) == len(current) and recorded != current:
+        rows = [f"row {row}: {old!r} in the weights, {new!r} in the config"
+                for row, ((old, _), (new, _)) in enumerate(zip(recorded, current)) if old != new]
+        raise ValueError(
+            f"{folder}: the task list of config.json does not match the router rows of the weights ({'; '.join(rows)}). "
+            f"The weights were saved for tasks {[task_id for task_id, _ in recorded]} in that order; restore that "
+            "order in config.json (or pass `tasks=` in that order)."
+        )
 
 
 def to_device(labels, device):

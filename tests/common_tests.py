@@ -148,6 +148,23 @@ def load_transformers_test_module(name, version=None):
     return importlib.import_module(f"{PACKAGE_NAME}.{name}")
 
 
+# Marks the common test files use (transformers declares them in its own conftest, which the sdist lacks).
+TRANSFORMERS_TEST_MARKS = {
+    "accelerate_tests": "tests of accelerate's big-model features",
+    "slow": "slow tests, run only with RUN_SLOW=1",
+    "flash_attn_test": "tests that need Flash Attention 2",
+    "flash_attn_3_test": "tests that need Flash Attention 3",
+    "flash_attn_4_test": "tests that need Flash Attention 4",
+    "torch_compile_test": "tests of torch.compile",
+}
+
+
+def register_transformers_test_marks(config):
+    """Declares the marks above to pytest (call from `pytest_configure`)."""
+    for name, description in TRANSFORMERS_TEST_MARKS.items():
+        config.addinivalue_line("markers", f"{name}: {description} (transformers' common tests)")
+
+
 @pytest.fixture(scope="session")
 def transformers_test_module():
     """Session fixture: the loader above, for tests that prefer fixtures to module-level imports."""

@@ -2,6 +2,12 @@ import pytest
 import torch
 
 import modeling_m2dino as m2dino
+from common_tests import register_transformers_test_marks
+
+
+def pytest_configure(config):
+    register_transformers_test_marks(config)
+
 
 # One task of every type: enough to exercise every head while keeping models tiny.
 FOUR_TASKS = ["cervix_multi", "breast_3cls", "thyroid_nodule_det", "IUGC"]

@@ -111,7 +111,7 @@ class MultiTaskTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
-        losses = {f"loss_{task}": value for task, value in outputs.task_losses.items()}
+        losses = {f"loss_{task}": value for task, value in (outputs.task_losses or {}).items()}
         if outputs.aux_loss is not None:
             losses["router_loss"] = outputs.aux_loss
         for name, value in list(losses.items()) + [("loss", outputs.loss)]:

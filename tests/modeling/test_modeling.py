@@ -162,16 +162,28 @@ def test_integer_images_are_scaled_by_dtype_or_bits_stored(config):
     torch.testing.assert_close(model(image8).last_hidden_state, model((image8 / 255.0 - mean) / std).last_hidden_state)
 
 
-def test_checkpoint_with_other_tasks_needs_explicit_opt_in(saved_multitask):
+def test_checkpoint_with_other_task_shapes_needs_explicit_opt_in(saved_multitask):
+    # transformers' policy: a weight of another shape is an error unless ignore_mismatched_sizes=True
     _, path = saved_multitask
     tasks = tiny_config().tasks + [m2dino.TaskSpec("new_task", "classification", num_classes=4).to_dict()]
-    with pytest.raises(ValueError, match="heads.new_task"):
+    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
         m2dino.M2DinoForMultiTask.from_pretrained(path, tasks=tasks)
     changed = [dict(t, num_classes=7, labels=None) if t["id"] == "breast_3cls" else t for t in tiny_config().tasks]
-    with pytest.raises(ValueError, match="heads.breast_3cls.classifier"):
+    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
         m2dino.M2DinoForMultiTask.from_pretrained(path, tasks=changed)
-    model = m2dino.M2DinoForMultiTask.from_pretrained(path, tasks=changed, ignore_mismatched_sizes=True)
+    model, info = m2dino.M2DinoForMultiTask.from_pretrained(
+        path, tasks=changed, ignore_mismatched_sizes=True, output_loading_info=True
+    )
     assert model.heads["breast_3cls"].classifier.out_features == 7
+    assert {key for key, *_ in info["mismatched_keys"]} == {"heads.breast_3cls.classifier.weight",
+                                                           "heads.breast_3cls.classifier.bias"}
+    grown, info = m2dino.M2DinoForMultiTask.from_pretrained(
+        path, tasks=tasks, ignore_mismatched_sizes=True, output_loading_info=True
+    )
+    assert {k for k in info["missing_keys"] if k.startswith("heads.")} == {
+        f"heads.new_task.{name}" for name in ("norm.weight", "norm.bias", "classifier.weight", "classifier.bias")
+    }
+    assert grown.heads["new_task"].classifier.out_features == 4
 
 
 def test_router_losses_and_logits(config):
