@@ -45,7 +45,8 @@ SECONDS_PER_STEP = 0.5
 
 
 def parse_arguments(argv=None):
-    parser = argparse.ArgumentParser(description="The aggregation study: TS vs CG vs AU (vs advised) across data scales.")
+    parser = argparse.ArgumentParser(description="The aggregation study: TS vs CG vs AU (vs advised) across data scales.",
+                                     allow_abbrev=False)  # `--seed` must not pass for `--seeds`
     parser.add_argument("--data", default="synthetic", help="'synthetic' or a challenge-layout / datasets folder")
     parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS),
                         help="task ids, or 'all' (default: the documented subset of seven tasks)")
@@ -65,7 +66,7 @@ def parse_arguments(argv=None):
     parser.add_argument("--dry_run", action="store_true", help="print the plan and exit")
     parser.add_argument("--output_dir", default="results")
     args, passthrough = parser.parse_known_args(argv)
-    if "--seed" in passthrough or "--max_steps" in passthrough or "--max-steps" in passthrough:
+    if {"--seed", "--max-steps"} & set(passthrough):
         raise SystemExit("--seed and --max_steps are set by the study (use --seeds and --max_steps of m2dino-experiment)")
     valid = {t.id for t in FMC_UIA_TASKS}
     args.tasks = [t.id for t in FMC_UIA_TASKS] if args.tasks == ["all"] else args.tasks

@@ -119,7 +119,7 @@ class EarlyStopping(TrainerCallback):
     def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
         score = float(metrics["eval_score"])
         self.history.append((state.global_step, score))
-        if score > self.best_score + self.min_delta or self.best_state is None:
+        if score > self.best_score + self.min_delta or len(self.history) == 1:
             self.best_score, self.best_step = score, state.global_step
             self.evaluations_without_improvement = 0
             if model is not None:
