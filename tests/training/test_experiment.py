@@ -198,9 +198,12 @@ def test_a_killed_study_resumes_without_training_a_finished_run_again(tmp_path, 
     assert len(again.calls) == distinct
 
 
-def test_the_report_gives_every_run_its_steps_and_stop_and_the_same_data_to_every_paradigm(tmp_path, monkeypatch):
+def test_the_report_gives_every_run_its_steps_and_stop_and_the_same_data_to_every_paradigm(tmp_path, monkeypatch, capsys):
     stand_in = StandInTraining()
     monkeypatch.setattr(study, "train_run", stand_in)
+    plan = experiment.main([*STUDY, "--output_dir", str(tmp_path), "--dry_run", "--seconds_per_step", "2", *FAST])
+    assert plan["estimated_seconds"] == 4 * (3 * 50 + 3 * 50) * 2  # per (scale, seed): TS x3 at 50 steps, AU at 150
+    assert "16 distinct runs, 0 cached, 16 to train" in capsys.readouterr().out and stand_in.calls == []
     report = experiment.main([*STUDY, "--output_dir", str(tmp_path), *FAST])
     # CG's groups here hold one task each (breast, lung, obstetrics): TS runs, trained once, reported under both
     per_combo = 3 + 3 + 1
@@ -209,7 +212,8 @@ def test_the_report_gives_every_run_its_steps_and_stop_and_the_same_data_to_ever
     with open(tmp_path / "runs.csv", encoding="utf-8") as f:
         runs = list(csv.DictReader(f))
     assert len(runs) == 4 * per_combo
-    assert {(r["steps"], r["stopped_by"], r["max_steps"]) for r in runs} == {("20", "patience", "50")}
+    assert {(r["steps"], r["stopped_by"]) for r in runs} == {("20", "patience")}
+    assert all(int(r["max_steps"]) == 50 * len(r["tasks"].split()) for r in runs)  # the cap is per task
     for row in report["rows"]:
         assert row["n_train"] == 100 * row["scale"]
         assert {"TS_mean", "CG_mean", "AU_mean", "baseline", "CG-TS_norm", "AU-TS_norm", "AU-TS_norm_ci_low", "AU-TS_raw"} <= set(row)
