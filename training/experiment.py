@@ -78,8 +78,9 @@ def parse_arguments(argv=None):
     args.tasks = [t.id for t in FMC_UIA_TASKS if t.id in args.tasks]
     args.paradigms = [p.strip() for p in args.paradigms.split(",") if p.strip()]
     bad = [p for p in args.paradigms if p not in PARADIGMS]
-    if bad or "ts" not in args.paradigms:
-        raise SystemExit(f"--paradigms {','.join(args.paradigms)}: each one of {', '.join(PARADIGMS)}, ts included")
+    if bad or "ts" not in args.paradigms or len(set(args.paradigms)) < 2:
+        raise SystemExit(f"--paradigms {','.join(args.paradigms)}: ts and at least one of cg, au, advised "
+                         f"(valid: {', '.join(PARADIGMS)})")
     args.paradigms = [p for p in PARADIGMS if p in args.paradigms]
     try:
         args.scales = sorted({float(s) for s in args.scales.split(",") if s.strip()})

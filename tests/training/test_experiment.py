@@ -251,6 +251,8 @@ def test_arguments_are_checked_with_the_flag_named(tmp_path):
     out = ["--output_dir", str(tmp_path)]
     with pytest.raises(SystemExit, match="--paradigms"):
         experiment.main(["--paradigms", "cg,au", "--dry_run", *out])
+    with pytest.raises(SystemExit, match="--paradigms ts: ts and at least one"):
+        experiment.main(["--paradigms", "ts", "--dry_run", *out])
     with pytest.raises(SystemExit, match="--scales"):
         experiment.main(["--data", str(tmp_path), "--scales", "0.5,2", "--dry_run", *out])
     with pytest.raises(SystemExit, match="--tasks: unknown task"):
@@ -277,3 +279,18 @@ def test_a_tiny_study_trains_early_stopped_models_and_writes_every_table_and_fig
     assert {r["task"] for r in report["rows"]} == {"breast_2cls", "lung"}
     for name in ("runs.csv", "per_task.csv", "per_task.json", "per_group.csv", "per_type.csv", "change_vs_size.png"):
         assert (tmp_path / name).stat().st_size > 0, name
+
+
+def test_on_the_synthetic_suite_a_scale_above_one_is_generated(tmp_path, monkeypatch):
+    stand_in = StandInTraining()
+    monkeypatch.setattr(study, "train_run", stand_in)
+    report = experiment.main(["--tasks", "lung", "--paradigms", "ts,au", "--scales", "1,2", "--seeds", "1",
+                              "--output_dir", str(tmp_path), *FAST])
+    assert report["summary"]["settings"]["suite_scale"] == pytest.approx(0.04)  # --synthetic_scale 0.02 x 2
+    assert sorted(c[3] for c in stand_in.calls) == [0.5, 1.0]
+    data = study.load_study_data("synthetic", 32, 0, 0.04, list(train.FMC_UIA_TASKS))
+    at_one = study.ScaledTaskSubset(data.train, ["fetal_head"], 0.5, seed=0)
+    at_two = study.ScaledTaskSubset(data.train, ["fetal_head"], 1.0, seed=0)
+    base = SyntheticUltrasoundSuite(scale=0.02, image_size=32, seed=0).size("fetal_head", "train")
+    assert len(at_two) == SyntheticUltrasoundSuite(scale=0.04, image_size=32, seed=0).size("fetal_head", "train") > base
+    assert len(at_one) == round(len(at_two) / 2) and set(at_one.indices) < set(at_two.indices)
