@@ -397,7 +397,7 @@ def plot_study(rows: list[dict], by_type: list[dict], by_group: list[dict], para
     import matplotlib.pyplot as plt
 
     others = [p for p in paradigms if p != "ts"]
-    types = list(dict.fromkeys(r["type"] for r in by_type))
+    types = [t for t in TYPE_COLOURS if any(r["type"] == t for r in by_type)]  # segmentation, classification, detection, regression
     fig, axes = plt.subplots(1, max(1, len(types)), figsize=(4 * max(1, len(types)), 3.6), sharey=True, squeeze=False)
     for ax, task_type in zip(axes[0], types):
         for p in others:
