@@ -221,6 +221,8 @@ def write_report(args, runs, results: dict, advice: dict | None) -> dict:
                "seeds": seeds, "runs": len(runs), "study_seconds": study_seconds,
                "runs_stopped_by_patience": sum(r["stopped_by"] == "patience" for r in results.values()),
                "runs_at_cap": sum(r["stopped_by"] == "cap" for r in results.values()),
+               "stopped_by_per_paradigm": {p: {how: sum(r["paradigm"] == p and r["stopped_by"] == how for r in run_rows)
+                                               for how in ("patience", "cap")} for p in paradigms},
                "mean_change_norm": {p: float(np.mean([r[f"{p.upper()}-TS_norm"] for r in rows])) for p in paradigms if p != "ts"}}
     if advice is not None or args.advised_groups:
         summary["advised_groups_file"] = advice["groups_file"] if advice else os.path.abspath(args.advised_groups)

@@ -272,6 +272,7 @@ def test_a_tiny_study_trains_early_stopped_models_and_writes_every_table_and_fig
     report = experiment.main(["--tasks", "breast_2cls", "lung", "--scales", "1", "--seeds", "2", "--max_steps", "10",
                               "--eval_every", "2", "--patience", "1", "--min_delta", "2", "--output_dir", str(tmp_path), *FAST])
     assert {(r["steps"], r["stopped_by"], r["best_step"]) for r in report["runs"]} == {(4, "patience", 2)}
+    assert report["summary"]["stopped_by_per_paradigm"]["au"] == {"patience": 2, "cap": 0}
     assert len({r["cache_key"] for r in report["runs"]}) == 2 * 3  # TS x2 (= CG's single-task groups), AU
     cached = json.loads(next((tmp_path / "runs").glob("*/result.json")).read_text())
     assert [step for step, _ in cached["val_history"]] == [2, 4]
