@@ -161,7 +161,8 @@ class StandInTraining:
             raise KeyboardInterrupt("the study was killed")
         self.calls.append((spec.tasks, spec.scale, spec.seed, fraction))
         values = {t: 0.3 + 0.1 * len(spec.tasks) + 0.01 * spec.seed for t in spec.tasks}
-        types = {"breast_2cls": "classification", "lung": "segmentation", "FUGC": "regression"}
+        types = {"breast_2cls": "classification", "lung": "segmentation", "fetal_head": "segmentation",
+                 "FUGC": "regression"}
         return {"tasks": list(spec.tasks), "steps": 20, "stopped_by": "patience", "best_step": 10, "best_val_score": 0.5,
                 "max_steps": protocol["max_steps"], "seconds": 2.0, "test_score": 0.5,
                 "results": {t: {**result(types[t], values[t] * (10 if types[t] == "regression" else 1), 8.0),
@@ -295,3 +296,24 @@ def test_on_the_synthetic_suite_a_scale_above_one_is_generated(tmp_path, monkeyp
     base = SyntheticUltrasoundSuite(scale=0.02, image_size=32, seed=0).size("fetal_head", "train")
     assert len(at_two) == SyntheticUltrasoundSuite(scale=0.04, image_size=32, seed=0).size("fetal_head", "train") > base
     assert len(at_one) == round(len(at_two) / 2) and set(at_one.indices) < set(at_two.indices)
+
+
+def test_a_folder_without_a_test_split_is_reported_on_val_and_says_so(tmp_path, monkeypatch):
+    folder = tmp_path / "fmc_uia"
+    SyntheticUltrasoundSuite(scale=0.05, image_size=32, seed=1, tasks=["breast_2cls", "fetal_head"]).write_challenge_layout(folder)
+    data = study.load_study_data(str(folder), 32, 0, 1.0, list(train.FMC_UIA_TASKS))
+    assert (data.description["stop_split"], data.description["report_split"]) == ("val", "val")
+    subset = study.ScaledTaskSubset(data.train, ["fetal_head"], 0.5, seed=0)
+    assert len(subset) == round(0.5 * len(study.examples_positions(data.train, "fetal_head")))
+    seen = []
+    stand_in = StandInTraining()
+
+    def recording(spec, data, *rest):
+        seen.append(data.description["source"])
+        return stand_in(spec, data, *rest)
+
+    monkeypatch.setattr(study, "train_run", recording)
+    report = experiment.main(["--data", str(folder), "--tasks", "breast_2cls", "fetal_head", "--paradigms", "ts,au",
+                              "--scales", "0.5,1", "--seeds", "1", "--output_dir", str(tmp_path / "s"), *FAST])
+    assert set(seen) == {str(folder)} and report["summary"]["settings"]["data"] == str(folder)
+    assert sorted({c[3] for c in stand_in.calls}) == [0.5, 1.0]  # a folder's scales are its fractions
