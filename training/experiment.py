@@ -6,8 +6,8 @@
 Protocol (full text in `docs/experiment.md`): every model, whatever its number of tasks, trains until its
 validation score stops improving (evaluated every `--eval_every` steps, stopped after `--patience`
 evaluations without improvement, or at its cap of `--max_steps` per task), and its best weights are scored
-on the test split. Every
-paradigm at a (scale, seed) sees the same per-task training subsample (`study.subsample_indices`).
+on the test split. Every paradigm at a (scale, seed) sees the same per-task training subsample
+(`study.subsample_indices`).
 Finished runs are cached under `<output_dir>/runs/<hash of their settings>/`, so a killed study resumes.
 Every flag the command does not know goes to the model and the Trainer, as with `m2dino-train`
 (`--preset`, `--image_size`, `--per_device_train_batch_size`, `--learning_rate`, ...).
