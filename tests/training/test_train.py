@@ -1,4 +1,4 @@
-"""m2dino-train, -evaluate, -predict and -experiment, run in-process at 32 px with a few steps."""
+"""m2dino-train, -evaluate, -predict and -score, run in-process at 32 px with a few steps."""
 
 import json
 import os
@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModel, AutoModelForSemanticSegmentation, TrainerCallback
 
 import modeling_m2dino as m2dino
-from m2dino_training import evaluate, experiment, predict, score, train
+from m2dino_training import evaluate, predict, score, train
 from m2dino_training.data.synthetic import SyntheticUltrasoundSuite
 from m2dino_training.trainer import NonFiniteLossError
 
@@ -142,20 +142,6 @@ def test_non_finite_loss_stops_naming_task_and_step_and_keeps_the_checkpoint(tmp
     checkpoint = m2dino.M2DinoForMultiTask.from_pretrained(tmp_path / "checkpoint-2")
     assert all(torch.isfinite(p).all() for p in checkpoint.parameters())
     assert not (tmp_path / ".staging").exists()
-
-
-def test_experiment_writes_every_table_and_plot(tmp_path):
-    rows = experiment.main(["--data", "synthetic", "--tasks", "breast_2cls", "lung", "--seeds", "2", "--steps_per_task", "2",
-                            "--output_dir", str(tmp_path), *FAST])
-    for name in ("per_task.csv", "per_task.json", "per_group.csv", "per_task_change.png", "per_group_change.png",
-                 "change_vs_size.png"):
-        assert (tmp_path / name).stat().st_size > 0, name
-    assert {r["task"] for r in rows} == {"breast_2cls", "lung"}
-    for row in rows:
-        assert {"TS_mean", "TS_sd", "CG_mean", "AU_mean", "CG-TS_mean", "AU-TS_mean", "baseline", "n_train"} <= set(row)
-        assert row["AU-TS_mean"] == pytest.approx(row["AU_mean"] - row["TS_mean"])
-    per_seed = json.loads((tmp_path / "runs" / "seed1" / "cg" / "lung" / "eval_results.json").read_text())
-    assert per_seed["seed"] == 1 and set(per_seed["tasks"]) == {"lung"}
 
 
 def test_console_scripts_exit_zero_after_a_successful_run(trained_au, challenge_folder, tmp_path, monkeypatch):
