@@ -122,7 +122,7 @@ def lookahead_affinity(model, batch: dict, task_ids: list[str], step_size: float
                 updated = {name: parameter - step_size * adam_direction(grad, second_moments.get(parameter))
                            for (name, parameter), grad in zip(shared.items(), grads) if grad is not None}
                 after = torch.func.functional_call(model, updated, args=(), kwargs=inputs).task_losses
-                affinity[i] = (1 - torch.stack([after[t] for t in task_ids]) / before).double().numpy()
+                affinity[i] = (1 - torch.stack([after[t] for t in task_ids]) / before).double().cpu().numpy()
     finally:
         model.train(was_training)
     return affinity
@@ -183,8 +183,9 @@ class AffinityProbe(TrainerCallback):
             return
         start = time.perf_counter()
         moments = adam_second_moments(optimizer, shared_parameters(model).values()) if optimizer is not None else None
-        affinity = lookahead_affinity(model, self.lookahead_batch(state.global_step), self.task_ids, self.step_size,
-                                      moments)
+        batch = self.lookahead_batch(state.global_step)
+        batch["pixel_values"] = batch["pixel_values"].to(next(model.parameters()).device)  # labels follow inside
+        affinity = lookahead_affinity(model, batch, self.task_ids, self.step_size, moments)
         if not np.all(np.isfinite(affinity)):
             raise FloatingPointError(f"the lookahead at step {state.global_step} gave a non-finite affinity: {affinity}")
         self.measurements.append(affinity)

@@ -194,3 +194,24 @@ def test_unknown_probe_settings_and_tasks_are_named(tmp_path):
         advise.advise("synthetic", PROBE_TASKS, 0, str(tmp_path), probe_steps=2, lookahead_every=5)
     with pytest.raises(SystemExit, match=r"unknown task\(s\) \['nope'\]"):
         advise.main(["--tasks", "lung", "nope", "--output_dir", str(tmp_path)])
+
+
+@pytest.mark.parametrize("router_mode", ["task", "token"])
+def test_routing_similarity_is_a_cosine_matrix_of_the_tasks_in_order(router_mode):
+    from m2dino_training.data.synthetic import SyntheticUltrasoundSuite
+
+    model, _ = twin_model_and_batch()
+    if router_mode == "token":
+        tasks = [t.to_dict() for t in m2dino.FMC_UIA_TASKS if t.id in TWINS + ["cervix_multi"]]
+        model = m2dino.M2DinoForMultiTask(tiny_config(tasks=tasks, default_task="breast_2cls", router_mode="token"))
+    processor = m2dino.M2DinoImageProcessor.from_config(model.config)
+    source = SyntheticUltrasoundSuite(scale=0.05, image_size=32, seed=0, tasks=TWINS + ["cervix_multi"]).dataset("train")
+    order = ["cervix_multi", "breast_2cls", "lung_2cls"]
+    similarity = advise.routing_similarity(model, processor, source, order, seed=0)
+    assert similarity.shape == (3, 3)
+    np.testing.assert_allclose(similarity, similarity.T, atol=1e-6)
+    np.testing.assert_allclose(np.diagonal(similarity), 1.0, atol=1e-5)
+    assert np.all(similarity <= 1 + 1e-5) and np.all(similarity >= 0)  # gate vectors are non-negative
+    if router_mode == "task":  # the twins share their router rows, so they route identically
+        assert similarity[1, 2] == pytest.approx(1.0, abs=1e-5)
+        assert similarity[0, 1] < 1 - 1e-3
