@@ -63,9 +63,9 @@ class ProbeSettings:
     """How the probe trains and measures (the keyword arguments `advise` takes besides data, tasks and seed)."""
 
     probe_steps: int = 200  # training steps of the probe's all-task model
-    lookahead_every: int = 10  # measure the affinity every this many steps
+    lookahead_every: int = 20  # measure the affinity every this many steps
     lookahead_batch_size: int = 16  # examples per task in the fixed batch each measurement uses
-    batch_size: int = 64  # training batch (mixed tasks)
+    batch_size: int = 32  # training batch (mixed tasks)
     learning_rate: float = 1e-3  # peak learning rate of the probe, and the lookahead's step size
     preset: str = "tiny"
     image_size: int | None = None  # default: the preset's
@@ -99,8 +99,9 @@ def lookahead_affinity(model, batch: dict, task_ids: list[str], step_size: float
     """One lookahead measurement on a collated batch that holds examples of every task of `task_ids`.
 
     Returns the (T, T) matrix `1 - L_j(after task i's update) / L_j(before)` (row: the task stepped on, column:
-    the task whose loss is measured). `second_moments` maps a shared parameter to `(exp_avg_sq, step, beta2,
-    eps)` of an Adam optimizer; a parameter without them takes Adam's first step, `step_size * sign(grad)`.
+    the task whose loss is measured). `second_moments` maps a shared parameter to `(exp_avg_sq, step, betas,
+    eps)` of an Adam optimizer (see `adam_direction`); a parameter without them takes Adam's first step,
+    `step_size * sign(grad)`.
     The updated parameters are passed functionally (`torch.func.functional_call`): the model is never modified.
     """
     was_training = model.training
@@ -129,27 +130,29 @@ def lookahead_affinity(model, batch: dict, task_ids: list[str], step_size: float
 
 
 def adam_direction(grad: torch.Tensor, moments) -> torch.Tensor:
-    """Adam's update direction for `grad` alone: the gradient over the root of the bias-corrected second moment
-    the optimizer would hold after it (no momentum)."""
+    """The part of Adam's next update (per unit learning rate) that `grad` contributes: its share of the
+    bias-corrected first moment, over the root of the bias-corrected second moment the optimizer would hold
+    after it. Without optimizer state that is Adam's first step, the gradient's sign."""
     if moments is None:
         return grad.sign()
-    exp_avg_sq, step, beta2, eps = moments
-    updated = beta2 * exp_avg_sq + (1 - beta2) * grad * grad
-    corrected = updated / (1 - beta2 ** (step + 1))
-    return grad / (corrected.sqrt() + eps)
+    exp_avg_sq, step, betas, eps = moments
+    beta1, beta2 = betas
+    share = (1 - beta1) / (1 - beta1 ** (step + 1))
+    second = (beta2 * exp_avg_sq + (1 - beta2) * grad * grad) / (1 - beta2 ** (step + 1))
+    return share * grad / (second.sqrt() + eps)
 
 
 def adam_second_moments(optimizer, parameters) -> dict:
-    """Parameter -> (exp_avg_sq, step, beta2, eps) from an Adam-family optimizer (accelerate's wrapper or not)."""
+    """Parameter -> (exp_avg_sq, step, betas, eps) from an Adam-family optimizer (accelerate's wrapper or not)."""
     optimizer = getattr(optimizer, "optimizer", optimizer)
     moments = {}
     wanted = {id(p) for p in parameters}
     for group in optimizer.param_groups:
-        beta2, eps = group.get("betas", (0.9, 0.999))[1], group.get("eps", 1e-8)
+        betas, eps = tuple(group.get("betas", (0.9, 0.999))), group.get("eps", 1e-8)
         for parameter in group["params"]:
             state = optimizer.state.get(parameter, {})
             if id(parameter) in wanted and "exp_avg_sq" in state:
-                moments[parameter] = (state["exp_avg_sq"], float(state["step"]), beta2, eps)
+                moments[parameter] = (state["exp_avg_sq"], float(state["step"]), betas, eps)
     return moments
 
 
