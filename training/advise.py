@@ -11,9 +11,11 @@ update that task i's loss alone would make and measure, on a fixed batch of ever
 
     affinity[i][j] = 1 - L_j(shared after task i's update) / L_j(shared now)
 
-positive when a step on task i lowers task j's loss. The update is an Adam step along task i's gradient with
-the probe optimizer's second moments and without its momentum (momentum is shared by all tasks and would add
-the same drift to every row), at the probe's peak learning rate. Losses are taken in eval mode so that no
+positive when a step on task i lowers task j's loss. The update is task i's share of the probe optimizer's next
+AdamW step: its gradient's share of the bias-corrected first moment over the root of the second moment, at a
+tenth of the probe's peak learning rate (`lookahead_step_scale`), where the measurement is linear in the step
+(at the full rate some tasks' own steps overshoot and raise their own loss). The momentum carried from earlier steps is common to all tasks and left out: it
+would add the same drift to every row. Losses are taken in eval mode so that no
 random augmentation of the model (DINOv3's RoPE rescaling) enters the ratio. Beside it the probe reports the
 routers' task similarity (cosine of the tasks' mean expert-gate vectors, averaged over the MoE layers, as
 `m2dino-routing` computes it) and each task's data scale (`n_train`).
@@ -66,7 +68,8 @@ class ProbeSettings:
     lookahead_every: int = 20  # measure the affinity every this many steps
     lookahead_batch_size: int = 16  # examples per task in the fixed batch each measurement uses
     batch_size: int = 32  # training batch (mixed tasks)
-    learning_rate: float = 1e-3  # peak learning rate of the probe, and the lookahead's step size
+    learning_rate: float = 1e-3  # peak learning rate of the probe
+    lookahead_step_scale: float = 0.1  # the lookahead's step: this x learning_rate (small enough to be linear)
     preset: str = "tiny"
     image_size: int | None = None  # default: the preset's
     router_mode: str | None = None
@@ -86,8 +89,9 @@ class ProbeSettings:
         if self.lookahead_every > self.probe_steps:
             raise ValueError(f"lookahead_every ({self.lookahead_every}) exceeds probe_steps ({self.probe_steps}): "
                              "the probe would measure nothing")
-        if self.learning_rate <= 0:
-            raise ValueError(f"probe setting learning_rate must be > 0, got {self.learning_rate!r}")
+        for name in ("learning_rate", "lookahead_step_scale"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"probe setting {name} must be > 0, got {getattr(self, name)!r}")
 
 
 def shared_parameters(model) -> dict[str, torch.nn.Parameter]:
@@ -335,7 +339,8 @@ def advise(data: str, tasks: list[str] | None, seed: int, output_dir: str, **pro
     augmenter = Augmenter(AugmentConfig(), registry=registry) if settings.augment else None
     train_dataset = ProcessedExamples(subset, processor, specs, augmenter, seed=seed)
     probe = AffinityProbe(ProcessedExamples(subset, processor, specs, None, seed=seed), task_ids,
-                          settings.lookahead_every, settings.lookahead_batch_size, settings.learning_rate, seed)
+                          settings.lookahead_every, settings.lookahead_batch_size,
+                          settings.learning_rate * settings.lookahead_step_scale, seed)
     arguments = TrainingArguments(
         output_dir=os.path.join(output_dir, "probe"), report_to="none", remove_unused_columns=False,
         save_strategy="no", eval_strategy="no", logging_steps=max(1, settings.probe_steps // 4),
@@ -366,6 +371,7 @@ def advise(data: str, tasks: list[str] | None, seed: int, output_dir: str, **pro
         "lookahead_seconds": probe.seconds,
         "affinity": steps.mean(axis=0).tolist(),
         "affinity_se": (steps.std(axis=0, ddof=1) / np.sqrt(len(steps))).tolist() if len(steps) > 1 else None,
+        "affinity_steps": steps.tolist(),  # (measurements, T, T), in the order of lookahead_steps
         "affinity_definition": "affinity[i][j] = 1 - L_j(after an update on task i's loss alone) / L_j(before), "
                                "mean over the lookahead steps; rows: task stepped on, columns: task measured",
         "routing_similarity": similarity.tolist(),

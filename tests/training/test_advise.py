@@ -192,6 +192,8 @@ def test_unknown_probe_settings_and_tasks_are_named(tmp_path):
         advise.advise("synthetic", PROBE_TASKS, 0, str(tmp_path), probe_stepz=3)
     with pytest.raises(ValueError, match="lookahead_every .* exceeds probe_steps"):
         advise.advise("synthetic", PROBE_TASKS, 0, str(tmp_path), probe_steps=2, lookahead_every=5)
+    with pytest.raises(ValueError, match="lookahead_step_scale must be > 0, got 0"):
+        advise.advise("synthetic", PROBE_TASKS, 0, str(tmp_path), lookahead_step_scale=0)
     with pytest.raises(SystemExit, match=r"unknown task\(s\) \['nope'\]"):
         advise.main(["--tasks", "lung", "nope", "--output_dir", str(tmp_path)])
 
