@@ -217,3 +217,11 @@ def test_routing_similarity_is_a_cosine_matrix_of_the_tasks_in_order(router_mode
     if router_mode == "task":  # the twins share their router rows, so they route identically
         assert similarity[1, 2] == pytest.approx(1.0, abs=1e-5)
         assert similarity[0, 1] < 1 - 1e-3
+
+
+def test_the_groups_file_passes_the_groups_parser_that_m2dino_experiment_shares(probe_report):
+    # m2dino-experiment plans its grouped models with train.plan_runs, the parser of m2dino-train --groups.
+    _, report, _ = probe_report
+    run = train.M2DinoRunArguments(paradigm="cg", groups=report["groups_file"], tasks=PROBE_TASKS)
+    planned = train.plan_runs(run, PROBE_TASKS, list(m2dino.FMC_UIA_TASKS))
+    assert dict(planned) == report["groups"]
