@@ -353,6 +353,8 @@ def advise(data: str, tasks: list[str] | None, seed: int, output_dir: str, **pro
     trainer = MultiTaskTrainer(model=model, args=arguments, train_dataset=train_dataset, processor=processor,
                                sampler_mode="mixed", task_weighting=settings.task_weighting, callbacks=[probe])
     trainer.train()
+    if not os.listdir(arguments.output_dir):  # the Trainer makes its folder even when it saves nothing
+        os.rmdir(arguments.output_dir)
     similarity = routing_similarity(model, processor, subset, task_ids, seed)
     steps = np.stack(probe.measurements)
     proposal = propose_groups(task_ids, steps, n_train, settings.data_poor_fraction, settings.noise_z)
@@ -392,7 +394,7 @@ def advise(data: str, tasks: list[str] | None, seed: int, output_dir: str, **pro
 
 
 def plot_affinity(report: dict, path: str):
-    """Heat maps of the affinity and the routing similarity, tasks ordered by advised group."""
+    """Heat maps of the relative affinity and the routing similarity, tasks ordered by advised group."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never a display
@@ -400,13 +402,18 @@ def plot_affinity(report: dict, path: str):
 
     order = [report["tasks"].index(t) for members in report["groups"].values() for t in members]
     labels = [report["tasks"][k] for k in order]
-    panels = [("lookahead affinity 1 - L_j(after i) / L_j(before)", np.asarray(report["affinity"]), "RdBu_r"),
+    # The raw affinity's scale differs per measured task (a Dice loss against an L1 loss), so the figure shows
+    # it relative to the measured task's own step, as the grouping rule reads it.
+    panels = [("lookahead affinity relative to the task's own step\naffinity[i][j] / affinity[j][j]",
+               np.asarray(report["relative_affinity"]), "RdBu_r"),
               ("routing similarity (cosine of expert gates)", np.asarray(report["routing_similarity"]), "viridis")]
     size = max(5.0, 0.45 * len(labels) + 2)
     fig, axes = plt.subplots(1, 2, figsize=(2 * size, size))
     for ax, (title, matrix, colours) in zip(axes, panels):
         matrix = matrix[np.ix_(order, order)]
-        limit = float(np.abs(matrix).max()) or 1.0
+        off_diagonal = matrix[~np.eye(len(matrix), dtype=bool)]
+        limit = float(np.abs(off_diagonal).max()) if off_diagonal.size else 1.0
+        limit = limit or 1.0
         bounds = dict(vmin=-limit, vmax=limit) if colours == "RdBu_r" else dict(vmin=-1, vmax=1)
         image = ax.imshow(matrix, cmap=colours, **bounds)
         ax.set_xticks(range(len(labels)), labels, rotation=75, fontsize=7)
