@@ -54,6 +54,7 @@ setup(
             "m2dino-card=m2dino_training.cli:card",
             "m2dino-routing=m2dino_training.cli:routing",
             "m2dino-bench=m2dino_training.cli:bench",
+            "m2dino-advise=m2dino_training.cli:advise",
         ]
     },
 )

@@ -20,6 +20,7 @@ COMMANDS = {
     "m2dino-card": "m2dino_training.cards",
     "m2dino-routing": "m2dino_training.routing",
     "m2dino-bench": "m2dino_training.bench",
+    "m2dino-advise": "m2dino_training.advise",
 }
 
 
@@ -32,6 +33,6 @@ def _entry(module_name):
     return entry
 
 
-convert, synth, train, evaluate, predict, score, experiment, finetune, card, routing, bench = (
+convert, synth, train, evaluate, predict, score, experiment, finetune, card, routing, bench, advise = (
     _entry(module) for module in COMMANDS.values()
 )
