@@ -70,6 +70,14 @@ CLASS_WEIGHTS = {
     "liver_lesion_2cls": (3, 2), "organ_cls": (3, 2, 1, 1, 1, 1),
 }
 
+# Task pairs whose cues relate by construction (docs/synthetic.md, "Transfer by design"): one with shared,
+# consistent cues (positive transfer expected), one whose shared-looking cue means opposite things
+# (negative transfer possible). `python -m m2dino_training.transfer_check` trains them alone and together.
+TRANSFER_PAIRS = {
+    "consistent": ("breast_2cls", "breast_3cls"),  # one breast scene; malignant = bright, irregular in both
+    "conflicting": ("breast_2cls", "liver_lesion_2cls"),  # bright, irregular = malignant in breast, benign in liver
+}
+
 # Echogenicity (amplitude reflectivity; 1.0 = average soft tissue, displayed mid-grey).
 FLUID, BRAIN, SOFT, BONE = 0.03, 0.35, 0.7, 4.0
 
@@ -292,33 +300,64 @@ def _direction(c, name, jitter=0.22):
 
 
 def _head_position(c, name):
-    """Fetal head (transverse view) with a bright occiput mass marking the occiput direction (8 classes)."""
+    """Fetal head (transverse view) whose occiput direction is the class (8 classes).
+
+    Cues as a scan shows them, large enough for a 4x4 patch grid at 64 px: the occipito-frontal axis is the
+    long axis of the head and carries the midline echo; the occipital bone is thicker and brighter than the
+    rest of the skull; the neck (soft tissue with the bright cervical vertebrae and their shadows) leaves the
+    head at the occiput and runs out into the fluid; the two dark orbits sit at the opposite (frontal) pole."""
     _obstetric_scene(c)
-    a = c.uni(0.19, 0.25)
-    cx, cy = c.place(a, yr=(0.45, 0.62))
-    b = a * c.uni(0.86, 0.95)
-    _skull(c, cx, cy, a, b, c.uni(0, math.pi))
     th = _direction(c, name)
-    mx, my = cx + 0.66 * b * math.cos(th), cy + 0.66 * b * math.sin(th)
-    c.fill(c.segment((cx, cy), (mx, my)) < 0.01, 1.6)
-    c.fill(c.ellipse(mx, my, 0.3 * b, 0.3 * b) < 1, BONE)
+    a = c.uni(0.16, 0.2)
+    cx, cy = c.place(a, xr=(0.4, 0.6), yr=(0.46, 0.58))
+    cx, cy = cx - 0.06 * math.cos(th), cy - 0.06 * math.sin(th)  # room for the neck on the occiput side
+    b = a * c.uni(0.8, 0.88)
+    at = lambda f, t=0.0: (cx + f * math.cos(th + t), cy + f * math.sin(th + t))
+    neck_end = at(a + c.uni(0.17, 0.21))
+    c.fill(c.segment(at(0.6 * a), neck_end, reach=0.08) < c.uni(0.05, 0.06), SOFT)
+    vertebrae = np.zeros((c.n, c.n), bool)
+    for k in range(4):
+        vertebrae |= c.ellipse(*at(a + 0.02 + 0.045 * k), 0.02, 0.026, th) < 1
+    c.fill(vertebrae, BONE)
+    c.shadow(vertebrae, 0.45)
+    _skull(c, cx, cy, a, b, th)
+    u = c.frame(cx, cy, th)[0]
+    r = c.ellipse(cx, cy, a, b, th)
+    c.fill((r < 1.04) & (r > 1 - 0.06 / b) & (u > 0.55 * a), BONE, "occiput")  # thick occipital bone
+    for side in (-1, 1):  # orbits, at the frontal pole
+        ox, oy = at(0.62 * a, math.pi + side * 0.45)
+        c.fill(c.ellipse(ox, oy, 0.028, 0.024, th) < 1, FLUID)
     return {}
 
 
 def _sacral_position(c, name):
-    """Fetal breech: a soft trunk whose arc of sacral bone dots marks the sacrum direction (8 classes)."""
+    """Fetal breech (transverse view of the pelvis) whose sacrum direction is the class (8 classes).
+
+    Cues large enough for a 4x4 patch grid at 64 px: the sacrum is a thick bright bony arc on the trunk's
+    wall, flanked by the iliac wings converging on it (a V opening forwards), with its acoustic shadow; the
+    fetal bladder lies in front of it; the flexed thighs (soft tissue around a bright femur) leave the trunk
+    on the opposite, anterior side and run out into the fluid."""
     _obstetric_scene(c)
-    a = c.uni(0.18, 0.24)
-    cx, cy = c.place(a, yr=(0.45, 0.62))
-    b = a * c.uni(0.8, 0.92)
-    r = c.ellipse(cx, cy, a, b, c.uni(0, math.pi))
-    c.fill(r < 1, SOFT)
-    c.fill((r < 1) & (r > 1 - 0.018 / b), 1.5)
     th = _direction(c, name)
-    for j in (-1, 0, 1):
-        t = th + 0.32 * j
-        c.fill(c.ellipse(cx + 0.7 * b * math.cos(t), cy + 0.7 * b * math.sin(t), 0.04, 0.04) < 1, BONE)
-    c.fill(c.ellipse(cx - 0.3 * b * math.cos(th), cy - 0.3 * b * math.sin(th), 0.055, 0.045, th) < 1, FLUID)
+    a = c.uni(0.16, 0.2)
+    cx, cy = c.place(a, xr=(0.4, 0.6), yr=(0.46, 0.58))
+    cx, cy = cx + 0.06 * math.cos(th), cy + 0.06 * math.sin(th)  # room for the thighs on the anterior side
+    b = a * c.uni(0.85, 0.95)
+    at = lambda f, t=0.0: (cx + f * math.cos(th + t), cy + f * math.sin(th + t))
+    for side in (-1, 1):  # flexed thighs, in front of the trunk
+        p0, p1 = at(0.5 * a, math.pi + side * 0.3), at(a + c.uni(0.15, 0.19), math.pi + side * 0.22)
+        c.fill(c.segment(p0, p1, reach=0.08) < 0.045, SOFT)
+        c.fill(c.segment(at(a, math.pi + side * 0.27), p1, reach=0.04) < 0.012, BONE)
+    r = c.ellipse(cx, cy, a, b, c.uni(0, math.pi))
+    c.fill(r < 1, SOFT, "trunk")
+    c.fill((r < 1) & (r > 1 - 0.018 / b), 1.5)
+    u = c.frame(cx, cy, th)[0]
+    bone = (r < 1) & (r > 1 - 0.07 / b) & (u > 0.45 * a)  # sacrum: a thick arc on the posterior wall
+    for side in (-1, 1):  # iliac wings: from the sacrum forwards, converging on it
+        bone |= c.segment(at(0.8 * a, side * 0.55), at(0.25 * a, side * 1.1), reach=0.04) < 0.014
+    c.fill(bone, BONE, "sacrum")
+    c.shadow(bone, 0.5)
+    c.fill(c.ellipse(*at(-0.3 * a), 0.055, 0.045, th) < 1, FLUID)  # fetal bladder, anterior
     return {}
 
 
@@ -875,15 +914,8 @@ class SyntheticUltrasoundSuite:
     def example(self, task, split: str, index: int) -> dict:
         """One example: {image, task, label, mask, boxes, class_labels, points} (see the module docstring)."""
         spec = _task_spec(task)
-        n_split = self.size(spec, split)
-        if not 0 <= index < n_split:
-            raise IndexError(f"{spec.id}/{split}: index {index} out of range [0, {n_split})")
         entry, n = _ANATOMY[spec.id], self.image_size
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, _TASK_KEY[spec.id], _SPLIT_CODE[split], int(index)]))
-        label = self.class_of(spec, split, index) if spec.type == "classification" else None
-        canvas = _Canvas(n, rng, entry.probe, spec, entry.parts)
-        geometry = entry.draw(canvas, spec.labels[label] if label is not None else None) or {}
-        image = _render(canvas, _STYLES[spec.group])
+        label, canvas, geometry, image = self._draw(spec, split, index, entry.parts)
         fov = _fov_raster(n, entry.probe, _STYLES[spec.group].atten_db)[0]
         out = {"image": image, "task": spec.id, "label": label, "mask": None, "boxes": None,
                "class_labels": None, "points": None}
@@ -897,6 +929,27 @@ class SyntheticUltrasoundSuite:
         elif spec.type == "regression":
             out["points"] = (np.array([geometry[p] for p in entry.points], np.float64) * n).astype(np.float32)
         return out
+
+    def _draw(self, spec, split, index, parts):
+        """(label, canvas, geometry, image) of one example, with `parts` (part name -> class) in its mask."""
+        n_split = self.size(spec, split)
+        if not 0 <= index < n_split:
+            raise IndexError(f"{spec.id}/{split}: index {index} out of range [0, {n_split})")
+        entry = _ANATOMY[spec.id]
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, _TASK_KEY[spec.id], _SPLIT_CODE[split], int(index)]))
+        label = self.class_of(spec, split, index) if spec.type == "classification" else None
+        canvas = _Canvas(self.image_size, rng, entry.probe, spec, parts)
+        geometry = entry.draw(canvas, spec.labels[label] if label is not None else None) or {}
+        return label, canvas, geometry, _render(canvas, _STYLES[spec.group])
+
+    def part_mask(self, task, split: str, index: int, part: str) -> np.ndarray:
+        """Boolean (H, W) mask of one named part of an example's scene (e.g. the `lesion` of a classification
+        example, which labels nothing), inside the field of view: for checks of the cues that decide labels.
+        The example itself is unchanged: its image is `example(task, split, index)["image"]`."""
+        spec = _task_spec(task)
+        _, canvas, _, _ = self._draw(spec, split, index, {part: 1})
+        fov = _fov_raster(self.image_size, _ANATOMY[spec.id].probe, _STYLES[spec.group].atten_db)[0]
+        return (canvas.mask == 1) & fov
 
     def examples(self, split: str, tasks=None):
         """All examples of a split, task by task (registry order), index by index."""
