@@ -1,8 +1,8 @@
 """Upcycling a DINOv3 ViT checkpoint into M2DINO, and its command line (`m2dino-convert`).
 
 The backbone weights map one to one; the dense MLP of every MoE layer becomes each of its experts. Every M2DINO
-backbone weight must come from the checkpoint with the right shape, or this fails naming the keys: transformers
-would otherwise leave them random and only log it (see the brief's trap).
+backbone weight must come from the checkpoint with the right shape, or this fails naming the keys: loading a
+DINOv3 checkpoint into a class outside transformers would leave them random and only log it.
 """
 
 import argparse

@@ -86,7 +86,7 @@ def _task(id, type, count, labels, group, **options):
 _OCCIPUT = ["OA", "LOA", "LOT", "LOP", "OP", "ROP", "ROT", "ROA"]
 _SACRUM = ["SA", "LSA", "LST", "LSP", "SP", "RSP", "RST", "RSA"]
 
-# The 27 tasks of the FMC_UIA 2026 challenge, in the brief's order. Ids, types and counts are the
+# The 27 tasks of the FMC_UIA 2026 challenge, in the order of the challenge's task table. Ids, types and counts are the
 # challenge's; class names and the clinical grouping are this project's (configurable per model).
 FMC_UIA_TASKS: tuple[TaskSpec, ...] = (
     _task("FUGC", "regression", 2, ["internal_os", "external_os"], "obstetrics"),

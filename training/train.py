@@ -51,7 +51,7 @@ ON_ERROR = ("raise", "skip")
 class M2DinoRunArguments:
     paradigm: str = field(default="au", metadata={"help": "ts (one model per task), cg (per clinical group), au (one model)"})
     tasks: list[str] | None = field(default=None, metadata={"help": "task ids (default: every task present in the data)"})
-    groups: str | None = field(default=None, metadata={"help": "JSON file mapping group names to task ids (default: the brief's)"})
+    groups: str | None = field(default=None, metadata={"help": "JSON file mapping group names to task ids (default: the clinical groups of the task registry)"})
     data: str = field(default="synthetic", metadata={"help": "'synthetic', a challenge-layout folder or a datasets folder"})
     preset: str = field(default="tiny", metadata={"help": "model size: tiny, small or base"})
     backbone: str | None = field(default=None, metadata={"help": "local DINOv3 checkpoint folder to upcycle"})

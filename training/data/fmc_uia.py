@@ -1,6 +1,6 @@
 """Reader for the FMC_UIA challenge layout: CSV index files + images/masks -> a `datasets.Dataset`.
 
-Layout (see the brief, section 3)::
+Layout (the organisers' folder, described in docs/challenge.md)::
 
     <root>/csv_files/*.csv        rows of all tasks, any order; paths relative to csv_files/
     <root>/Segmentation/... <root>/Classification/... <root>/Detection/... <root>/Regression/...
