@@ -26,6 +26,7 @@ from transformers.trainer_callback import PrinterCallback
 from modeling_m2dino import FMC_UIA_TASKS
 
 from .metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, normalized_score
+from .train import TaskSubset
 
 MIN_TRAIN_EXAMPLES = 4  # a task keeps at least this many training examples at any scale
 CACHE_VERSION = 1  # bump when a change to the protocol makes cached runs incomparable
@@ -52,10 +53,10 @@ def subsample_indices(task_id: str, n_available: int, fraction: float, seed: int
     return sorted(int(i) for i in order[:keep])
 
 
-class ScaledTaskSubset:
+class ScaledTaskSubset(TaskSubset):
     """The training examples of some tasks of a source at one (fraction, seed): `subsample_indices` per task.
 
-    Keeps `task_of` like `train.TaskSubset`, so nothing is decoded to learn tasks.
+    Keeps `task_of` from `train.TaskSubset`, so nothing is decoded to learn tasks.
     """
 
     def __init__(self, source, tasks, fraction: float, seed: int):
@@ -75,15 +76,6 @@ class ScaledTaskSubset:
             kept = [positions[task][i] for i in subsample_indices(task, len(positions[task]), fraction, seed)]
             self.indices += kept
             self.tasks += [task] * len(kept)
-
-    def __len__(self):
-        return len(self.indices)
-
-    def __getitem__(self, index):
-        return self.source[self.indices[index]]
-
-    def task_of(self, index):
-        return self.tasks[index]
 
     def source_indices(self, task: str) -> list[int]:
         return [i for i, t in zip(self.indices, self.tasks) if t == task]
