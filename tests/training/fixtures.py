@@ -10,8 +10,22 @@ import csv
 import json
 import os
 
+import datasets
 import numpy as np
 from PIL import Image
+
+# The example schema of a `datasets` folder as a lab would save it (images and masks as Image columns).
+EXAMPLE_FEATURES = datasets.Features(
+    {
+        "image": datasets.Image(),
+        "task": datasets.Value("string"),
+        "label": datasets.Value("int64"),
+        "mask": datasets.Image(),
+        "boxes": datasets.List(datasets.List(datasets.Value("float32"))),
+        "class_labels": datasets.List(datasets.Value("int64")),
+        "points": datasets.List(datasets.List(datasets.Value("float32"))),
+    }
+)
 
 US_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.6.1"
 US_MULTIFRAME_STORAGE = "1.2.840.10008.5.1.4.1.1.3.1"

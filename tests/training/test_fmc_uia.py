@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fixtures import CSV_COLUMNS, read_csv, snapshot, write_challenge_layout, write_csv
+from fixtures import CSV_COLUMNS, EXAMPLE_FEATURES, read_csv, snapshot, write_challenge_layout, write_csv
 from m2dino_training.data.fmc_uia import FMCUIADataError, load_fmc_uia, load_report, stored_column
 from m2dino_training.data.hf_folder import HFFolderDataError, load_data, load_hf_folder
 from modeling_m2dino.tasks import FMC_UIA_TASKS, TaskSpec
@@ -463,17 +463,7 @@ def _to_hf(dataset):
                 value = value.tolist()
             records[name].append(value)
     features = datasets.Features(
-        {
-            "image": datasets.Image(),
-            "task": datasets.Value("string"),
-            "label": datasets.Value("int64"),
-            "mask": datasets.Image(),
-            "boxes": datasets.List(datasets.List(datasets.Value("float32"))),
-            "class_labels": datasets.List(datasets.Value("int64")),
-            "points": datasets.List(datasets.List(datasets.Value("float32"))),
-            "bits_stored": datasets.Value("int32"),
-            "source": datasets.Value("string"),
-        }
+        {**EXAMPLE_FEATURES, "bits_stored": datasets.Value("int32"), "source": datasets.Value("string")}
     )
     return datasets.Dataset.from_dict(records, features=features)
 

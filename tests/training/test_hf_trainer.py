@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_config
+from fixtures import EXAMPLE_FEATURES as FEATURES
 from PIL import Image
 from transformers import Trainer, TrainingArguments
 
@@ -20,18 +21,6 @@ from m2dino_training.data.hf_folder import load_data
 from m2dino_training.evaluate import evaluate_model, examples_by_task, flat_metrics
 from m2dino_training.hf_trainer import ChallengeMetrics, TrainerCollator
 from modeling_m2dino.per_sample import outputs_by_task
-
-FEATURES = datasets.Features(
-    {
-        "image": datasets.Image(),
-        "task": datasets.Value("string"),
-        "label": datasets.Value("int64"),
-        "mask": datasets.Image(),
-        "boxes": datasets.List(datasets.List(datasets.Value("float32"))),
-        "class_labels": datasets.List(datasets.Value("int64")),
-        "points": datasets.List(datasets.List(datasets.Value("float32"))),
-    }
-)
 
 
 def write_dataset(folder, tasks, count, seed=0):
