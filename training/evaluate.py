@@ -106,19 +106,21 @@ def scalars(values: dict) -> dict:
             if k != "num_samples" and np.ndim(v) == 0 and not isinstance(v, (bool, str))}
 
 
-def evaluate_task(model, processor, task, eval_examples, train_examples=None, batch_size: int = 32, seed: int = 0) -> dict:
-    """One task's metrics, and (given training examples) its baseline and the bootstrap CI of the difference."""
+def evaluate_task(model, processor, task, eval_examples, train_examples=None, batch_size: int = 32, seed: int = 0,
+                  distances: bool = True) -> dict:
+    """One task's metrics, and (given training examples) its baseline and the bootstrap CI of the difference.
+    `distances=False` skips the segmentation surface distances (HD, HD95)."""
     references = references_of(task, eval_examples)
     sizes = [image_size(e["image"]) for e in eval_examples]
     predictions = predict(model, processor, task, eval_examples, batch_size)
     if task.type == "classification":
         predictions = np.stack(predictions)
-    model_metrics = challenge.task_metrics(task, predictions, references, image_sizes=sizes)
+    model_metrics = challenge.task_metrics(task, predictions, references, image_sizes=sizes, distances=distances)
     result = {"type": task.type, "group": task.group, "n_eval": len(eval_examples),
               "primary_metric": challenge.PRIMARY_METRIC[task.type], "metrics": scalars(model_metrics)}
     if train_examples:
         baseline = challenge.task_metrics(task, baseline_predictions(task, train_examples, eval_examples), references,
-                                          image_sizes=sizes)
+                                          image_sizes=sizes, distances=distances)
         key = challenge.PER_SAMPLE_KEY[task.type]
         mean, lower, upper = challenge.bootstrap_difference_ci(
             model_metrics[key], baseline[key], higher_is_better=challenge.PER_SAMPLE_HIGHER_IS_BETTER[task.type], seed=seed
@@ -129,14 +131,16 @@ def evaluate_task(model, processor, task, eval_examples, train_examples=None, ba
     return result
 
 
-def evaluate_model(model, processor, eval_sets: dict, train_sets: dict | None = None, batch_size: int = 32, seed: int = 0) -> dict:
+def evaluate_model(model, processor, eval_sets: dict, train_sets: dict | None = None, batch_size: int = 32, seed: int = 0,
+                   distances: bool = True) -> dict:
     """Per-task results for every task in `eval_sets` (task id -> examples) and the checkpoint `score`."""
     specs = {t.id: t for t in model.config.task_specs}
     was_training = model.training
     model.eval()
     try:
         results = {
-            task_id: evaluate_task(model, processor, specs[task_id], examples, (train_sets or {}).get(task_id), batch_size, seed)
+            task_id: evaluate_task(model, processor, specs[task_id], examples, (train_sets or {}).get(task_id), batch_size,
+                                   seed, distances)
             for task_id, examples in eval_sets.items()
         }
     finally:

@@ -252,7 +252,7 @@ def train_run(spec: RunSpec, data: StudyData, run_args, training_args, fraction:
     trainer = MultiTaskTrainer(
         model=model, args=training_args, train_dataset=train_dataset, processor=processor, eval_sets=val_sets,
         baseline_sets=baseline_sets, sampler_mode=run_args.sampler, task_weighting=run_args.task_weighting,
-        temperature=run_args.temperature, callbacks=[stopper],
+        temperature=run_args.temperature, callbacks=[stopper], distance_metrics=False,  # selection is on DSC
     )
     trainer.remove_callback(PrinterCallback)  # a study trains hundreds of models: one line per run is printed instead
     trainer.train()

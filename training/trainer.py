@@ -70,14 +70,20 @@ def check_resume_tasks(checkpoint: str, tasks: list[dict]):
 
 
 class MultiTaskTrainer(Trainer):
+    """The Trainer over a multi-task dataset: task-batched sampling, per-task losses in the logs, and
+    `evaluate` in the challenge's metrics on `eval_sets` (task id -> held-out examples), against the trivial
+    baseline of `baseline_sets`. `distance_metrics=False` leaves the segmentation surface distances (HD, HD95)
+    out of those evaluations, for runs that evaluate often and select on the primary metrics only."""
+
     def __init__(self, *args, processor=None, eval_sets=None, baseline_sets=None, sampler_mode="homogeneous",
-                 task_weighting="temperature", temperature=2.0, **kwargs):
+                 task_weighting="temperature", temperature=2.0, distance_metrics=True, **kwargs):
         kwargs.setdefault("data_collator", collate)
         super().__init__(*args, **kwargs)
         self.processor = processor
         self.eval_sets = eval_sets or {}
         self.baseline_sets = baseline_sets
         self.sampler_settings = dict(mode=sampler_mode, task_weighting=task_weighting, temperature=temperature)
+        self.distance_metrics = distance_metrics
         self.last_eval_results = None
         self._loss_sums: dict[str, float] = {}
         self._loss_counts: dict[str, int] = {}
@@ -138,7 +144,8 @@ class MultiTaskTrainer(Trainer):
             raise ValueError("MultiTaskTrainer.evaluate needs eval_sets (task id -> held-out examples)")
         model = self.accelerator.unwrap_model(self.model)
         self.last_eval_results = evaluate_model(model, self.processor, self.eval_sets, self.baseline_sets,
-                                                batch_size=self.args.per_device_eval_batch_size, seed=self.args.seed)
+                                                batch_size=self.args.per_device_eval_batch_size, seed=self.args.seed,
+                                                distances=self.distance_metrics)
         metrics = flat_metrics(self.last_eval_results, metric_key_prefix)
         if self.state.epoch is not None:
             metrics[f"{metric_key_prefix}_epoch"] = self.state.epoch

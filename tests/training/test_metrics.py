@@ -350,3 +350,15 @@ def test_bootstrap_equal_models_straddle_zero():
     diff, lower, upper = M.bootstrap_difference_ci(baseline + noise, baseline, n_boot=500, seed=3)
     assert diff == pytest.approx(0.0) and lower < 0 < upper
     assert M.bootstrap_difference_ci(baseline + noise, baseline, n_boot=500, seed=3)[1] == lower  # seeded
+
+
+def test_segmentation_without_distances_keeps_the_overlap_figures_and_leaves_out_every_distance():
+    rng = np.random.default_rng(0)
+    preds = [rng.integers(0, 3, (12, 12)) for _ in range(3)]
+    refs = [rng.integers(0, 3, (12, 12)) for _ in range(3)]
+    full = M.segmentation_metrics(preds, refs, num_classes=3)
+    fast = M.segmentation_metrics(preds, refs, num_classes=3, distances=False)
+    assert not {k for k in fast if "HD" in k or k.endswith("_hd")}
+    assert {k for k in full if "HD" not in k and not k.endswith("_hd")} == set(fast)
+    assert fast["DSC"] == full["DSC"]
+    np.testing.assert_array_equal(fast["per_sample_dsc"], full["per_sample_dsc"])
