@@ -11,6 +11,7 @@ from PIL import Image
 from m2dino_training.data.synthetic import (
     CSV_COLUMNS,
     TRANSFER_PAIRS,
+    SyntheticDataset,
     SyntheticUltrasoundSuite,
     _fov_points,
     _ANATOMY,
@@ -173,6 +174,20 @@ def test_dataset_interleaves_every_example_once(small_suite):
     with pytest.raises(IndexError):
         ds[len(ds)]
     assert small_suite.benchmark(5) > 0
+
+
+def test_dataset_cache_returns_what_the_suite_draws_and_cannot_be_edited_through_an_example(small_suite):
+    ds = small_suite.dataset("val", tasks=["cervix", "breast_2cls"])
+    task, index = ds.locate(2)
+    first = ds[2]
+    first["image"][:] = 0  # a caller editing its example in place
+    first["mask"][:] = 9
+    again = ds[2]
+    same(again, small_suite.example(task, "val", index))
+    assert (task, index) in ds._cache
+    uncached = SyntheticDataset(small_suite, "val", ds.tasks, cache_bytes=0)
+    same(uncached[2], again)
+    assert not uncached._cache
 
 
 def test_cli_writes_the_challenge_layout(tmp_path, capsys):

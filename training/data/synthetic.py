@@ -1016,10 +1016,16 @@ class SyntheticDataset:
     Order: every task's examples are spread evenly over the dataset. Index k is the k-th (task, i) pair
     sorted by (i + 0.5) / n_task, ties in registry order, so any window of consecutive indices is a
     size-proportional mix of tasks and each task's examples appear in increasing i.
+
+    Drawn examples are kept in memory up to `cache_bytes` (their arrays' sizes), since training draws each
+    example once per epoch and drawing costs more than the model's step on small images; every access
+    returns fresh copies of the arrays, so a caller that edits one in place changes nothing here. A
+    DataLoader worker holds its own cache, which lives only as long as the worker.
     """
 
-    def __init__(self, suite, split, tasks):
+    def __init__(self, suite, split, tasks, cache_bytes: int = 256 * 2**20):
         self.suite, self.split, self.tasks = suite, split, list(tasks)
+        self.cache_bytes, self._cache, self._cached_bytes = cache_bytes, {}, 0
         sizes = [suite.size(t, split) for t in self.tasks]
         pos = np.concatenate([(np.arange(n) + 0.5) / n for n in sizes])
         which = np.concatenate([np.full(n, k) for k, n in enumerate(sizes)])
@@ -1041,7 +1047,14 @@ class SyntheticDataset:
 
     def __getitem__(self, k):
         tid, i = self.locate(int(k))
-        return self.suite.example(tid, self.split, i)
+        example = self._cache.get((tid, i))
+        if example is None:
+            example = self.suite.example(tid, self.split, i)
+            size = sum(v.nbytes for v in example.values() if isinstance(v, np.ndarray))
+            if self._cached_bytes + size <= self.cache_bytes:
+                self._cache[(tid, i)] = example
+                self._cached_bytes += size
+        return {key: value.copy() if isinstance(value, np.ndarray) else value for key, value in example.items()}
 
 
 # ------------------------------------------------------------------------------------------ on-disk layout
