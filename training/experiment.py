@@ -53,7 +53,7 @@ def parse_arguments(argv=None):
     parser.add_argument("--data", default="synthetic", help="'synthetic' or a challenge-layout / datasets folder")
     parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS),
                         help="task ids, or 'all' (default: the documented subset of seven tasks)")
-    parser.add_argument("--paradigms", default="ts,cg,au", help=f"comma-separated, among {', '.join(PARADIGMS)}; ts is required")
+    parser.add_argument("--paradigms", default="ts,cg,au,advised", help=f"comma-separated, among {', '.join(PARADIGMS)}; ts is required")
     parser.add_argument("--groups", help="JSON groups file for cg (default: the clinical groups)")
     parser.add_argument("--advised_groups", help="JSON groups file for 'advised' (default: run m2dino-advise)")
     parser.add_argument("--scales", default="0.1,0.3,1",

@@ -169,7 +169,7 @@ class StandInTraining:
                                 "group": "x", "n_train": int(100 * fraction)} for t in spec.tasks}}
 
 
-STUDY = ["--tasks", "breast_2cls", "lung", "FUGC", "--scales", "0.5,1", "--seeds", "2", "--max_steps", "50"]
+STUDY = ["--tasks", "breast_2cls", "lung", "FUGC", "--paradigms", "ts,cg,au", "--scales", "0.5,1", "--seeds", "2", "--max_steps", "50"]
 
 
 def test_a_killed_study_resumes_without_training_a_finished_run_again(tmp_path, monkeypatch, capsys):
@@ -270,7 +270,7 @@ def test_arguments_are_checked_with_the_flag_named(tmp_path):
 def test_a_tiny_study_trains_early_stopped_models_and_writes_every_table_and_figure(tmp_path):
     # min_delta 2 makes every evaluation after the first a non-improvement: each run stops by patience at
     # step eval_every * (1 + patience) = 4, whatever it learns, and keeps the step-2 weights.
-    report = experiment.main(["--tasks", "breast_2cls", "lung", "--scales", "1", "--seeds", "2", "--max_steps", "10",
+    report = experiment.main(["--tasks", "breast_2cls", "lung", "--paradigms", "ts,cg,au", "--scales", "1", "--seeds", "2", "--max_steps", "10",
                               "--eval_every", "2", "--patience", "1", "--min_delta", "2", "--output_dir", str(tmp_path), *FAST])
     assert {(r["steps"], r["stopped_by"], r["best_step"]) for r in report["runs"]} == {(4, "patience", 2)}
     assert report["summary"]["stopped_by_per_paradigm"]["au"] == {"patience": 2, "cap": 0}
