@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from fixtures import CSV_COLUMNS, EXAMPLE_FEATURES, read_csv, snapshot, write_challenge_layout, write_csv
+from m2dino_training.data import DataError
 from m2dino_training.data.fmc_uia import FMCUIADataError, load_fmc_uia, load_report, stored_column
 from m2dino_training.data.hf_folder import HFFolderDataError, load_data, load_hf_folder
 from modeling_m2dino.tasks import FMC_UIA_TASKS, TaskSpec
@@ -308,6 +309,7 @@ def test_bad_row_is_named_by_file_line_and_field(tmp_path, case):
     assert message.startswith(f"{csv_path}, line {line}, field '{field}': "), message
     assert fragment in message, message
     assert (caught.value.line, caught.value.field, caught.value.more) == (line, field, 0)
+    assert isinstance(caught.value, DataError) and caught.value.where == f"{csv_path}, line {line}"
 
 
 def test_missing_point_column(tmp_path):
@@ -538,6 +540,8 @@ def test_hf_folder_bad_row_names_row_and_field(layout, tmp_path, case):
         load_hf_folder(str(tmp_path / "bad"))
     message = str(caught.value)
     assert message.startswith(f"{tmp_path / 'bad'} [split 'train'], row {index}, field '{field}': "), message
+    assert isinstance(caught.value, DataError)  # one class to catch, whichever reader
+    assert (caught.value.split, caught.value.row, caught.value.field) == ("train", index, field)
     assert fragment in message, message
     skipped = load_hf_folder(str(tmp_path / "bad"), on_error="skip", split="train")
     assert len(skipped) == len(data) - 1

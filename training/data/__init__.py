@@ -8,7 +8,8 @@ Names are imported from their module on first use (see `_lazy.py`).
 from .._lazy import lazy_exports
 
 _EXPORTS = {
-    # readers
+    # readers, and the one error class they raise (the kind of each reader is a subclass)
+    "DataError": ".checks",
     "load_data": ".hf_folder",
     "load_hf_folder": ".hf_folder",
     "HFFolderDataError": ".hf_folder",
