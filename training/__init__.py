@@ -16,6 +16,7 @@ _EXPORTS = {
     "load_fmc_uia": ".data.fmc_uia",
     "SyntheticUltrasoundSuite": ".data.synthetic",
     # training
+    "M2DinoTrainingArguments": ".training_args",
     "MultiTaskTrainer": ".trainer",
     "check_resume_tasks": ".trainer",
     # evaluation, submissions and scoring

@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from transformers import HfArgumentParser, TrainingArguments, set_seed
+from transformers import HfArgumentParser, set_seed
 
 from modeling_m2dino import M2DinoImageProcessor
 
@@ -59,6 +59,7 @@ from .evaluate import MAX_BASELINE_EXAMPLES, examples_by_task
 from .new_task import ROUTER_INITS, add_task, read_task_file, train_task_routing
 from .train import TaskSubset, load_sources
 from .trainer import MultiTaskTrainer
+from .training_args import M2DinoTrainingArguments
 
 METHODS = {
     "full": "every weight trains",
@@ -96,9 +97,10 @@ class FinetuneArguments:
     overwrite: bool = field(default=False, metadata={"help": "replace results already in the output folders"})
 
 
-def parse_arguments(argv=None) -> tuple[FinetuneArguments, TrainingArguments]:
-    parser = HfArgumentParser((FinetuneArguments, TrainingArguments))
-    parser.set_defaults(output_dir="finetune", report_to="none", remove_unused_columns=False, save_strategy="no",
+def parse_arguments(argv=None) -> tuple[FinetuneArguments, M2DinoTrainingArguments]:
+    parser = HfArgumentParser((FinetuneArguments, M2DinoTrainingArguments))
+    # one task: batches of that task, drawn uniformly
+    parser.set_defaults(sampler="homogeneous", task_weighting="uniform", output_dir="finetune", report_to="none", remove_unused_columns=False, save_strategy="no",
                         eval_strategy="no", logging_steps=25, learning_rate=2e-4, weight_decay=0.01,
                         warmup_steps=0.05, lr_scheduler_type="cosine", per_device_train_batch_size=16,
                         per_device_eval_batch_size=32, max_steps=200, use_cpu=not torch.cuda.is_available(),
@@ -267,8 +269,7 @@ def finetune_method(method, base, args, training, task_id, new_specs, data: Task
     method_training = copy.deepcopy(training)
     method_training.output_dir = method_folder(training.output_dir, method, task_id)
     trainer = FinetuneTrainer(model=model, args=method_training, train_dataset=train_dataset, processor=processor,
-                              eval_sets=data.eval_sets, baseline_sets=data.baseline_sets,
-                              sampler_mode="homogeneous", task_weighting="uniform")
+                              eval_sets=data.eval_sets, baseline_sets=data.baseline_sets)
     with PeakMemory(method_training.device) as memory:
         start = time.perf_counter()
         trainer.train()

@@ -19,9 +19,8 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
-from transformers import HfArgumentParser, TrainingArguments, set_seed
+from transformers import HfArgumentParser, set_seed
 
 from modeling_m2dino import FMC_UIA_TASKS, M2DinoConfig, M2DinoForMultiTask, M2DinoImageProcessor, clinical_groups
 
@@ -38,12 +37,11 @@ from .output_folder import (
     staged_model_folder,
 )
 from .trainer import MultiTaskTrainer, check_resume_tasks
+from .training_args import M2DinoTrainingArguments
 
 logger = logging.getLogger(__name__)
 
 PARADIGMS = {"ts": "task-specific", "cg": "clinically-grouped", "au": "all-task unified"}
-SAMPLER_MODES = ("homogeneous", "mixed")
-TASK_WEIGHTINGS = ("uniform", "proportional", "temperature")
 ON_ERROR = ("raise", "skip")
 
 
@@ -59,9 +57,6 @@ class M2DinoRunArguments:
     num_experts: int | None = field(default=None)
     top_k: int | None = field(default=None, metadata={"help": "experts per routed unit"})
     image_size: int | None = field(default=None, metadata={"help": "processed image side (default: the preset's)"})
-    sampler: str = field(default="mixed", metadata={"help": "mixed (every head learns every step) or homogeneous (one task per batch)"})
-    task_weighting: str = field(default="temperature", metadata={"help": "uniform, proportional or temperature"})
-    temperature: float = field(default=2.0, metadata={"help": "task probability ~ n_task^(1/T) with temperature weighting"})
     augment: bool = field(default=True)
     synthetic_scale: float = field(default=1.0, metadata={"help": "size of the synthetic suite (x its size table)"})
     eval_examples_per_task: int | None = field(default=None, metadata={"help": "held-out examples per task (default: all)"})
@@ -71,18 +66,24 @@ class M2DinoRunArguments:
                                                              "and field) or skip (drop it, counted in the loading report)"})
 
 
-def parse_arguments(argv=None) -> tuple[M2DinoRunArguments, TrainingArguments]:
-    parser = HfArgumentParser((M2DinoRunArguments, TrainingArguments))
-    parser.set_defaults(output_dir="m2dino", report_to="none", remove_unused_columns=False, save_strategy="no",
+def parse_arguments(argv=None) -> tuple[M2DinoRunArguments, M2DinoTrainingArguments]:
+    """The run's own arguments and its `M2DinoTrainingArguments` (every `TrainingArguments` flag, and the
+    sampler's: `--sampler`, `--task_weighting`, `--temperature`), with this command's defaults."""
+    parser = HfArgumentParser((M2DinoRunArguments, M2DinoTrainingArguments))
+    parser.set_defaults(sampler="mixed", output_dir="m2dino", report_to="none", remove_unused_columns=False, save_strategy="no",
                         eval_strategy="no", logging_steps=50, learning_rate=1e-3, weight_decay=0.05, warmup_steps=0.05,
                         lr_scheduler_type="cosine", per_device_train_batch_size=64, per_device_eval_batch_size=64,
                         max_steps=1000, use_cpu=not torch.cuda.is_available(), dataloader_num_workers=1,
                         ddp_find_unused_parameters=True, disable_tqdm=False)
-    run, training = parser.parse_args_into_dataclasses(args=argv)
-    for name, value, valid in (("paradigm", run.paradigm, PARADIGMS), ("sampler", run.sampler, SAMPLER_MODES),
-                               ("task_weighting", run.task_weighting, TASK_WEIGHTINGS), ("on_error", run.on_error, ON_ERROR)):
+    try:
+        run, training = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as error:  # a flag's value refused by the arguments' own checks: a command-line error
+        raise SystemExit(str(error)) from None
+    for name, value, valid in (("paradigm", run.paradigm, PARADIGMS), ("on_error", run.on_error, ON_ERROR)):
         if value not in valid:
             raise SystemExit(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+    # Callers written when the sampler settings were run arguments read them there too.
+    run.sampler, run.task_weighting, run.temperature = training.sampler, training.task_weighting, training.temperature
     # Experts and heads a process does not use in a step have no gradient: DDP must look for them. With
     # activation checkpointing that needs the non-reentrant variant.
     training.ddp_find_unused_parameters = True
@@ -213,8 +214,7 @@ def train_one(name, task_ids, run, training, sources, registry, image_size, call
     baseline_sets = examples_by_task(train_subset, task_ids, MAX_BASELINE_EXAMPLES)
     trainer = MultiTaskTrainer(
         model=model, args=training, train_dataset=train_dataset, processor=processor, eval_sets=eval_sets,
-        baseline_sets=baseline_sets, sampler_mode=run.sampler, task_weighting=run.task_weighting,
-        temperature=run.temperature, callbacks=callbacks,
+        baseline_sets=baseline_sets, callbacks=callbacks,
     )
     trainer.train(resume_from_checkpoint=training.resume_from_checkpoint)
     trainer.evaluate()
@@ -269,7 +269,7 @@ def main(argv=None, callbacks=None) -> dict:
             lock.release()
 
 
-def _run(run: M2DinoRunArguments, training: TrainingArguments, callbacks) -> dict:
+def _run(run: M2DinoRunArguments, training: M2DinoTrainingArguments, callbacks) -> dict:
     if training.use_cpu and "OMP_NUM_THREADS" not in os.environ:
         # Leave a core to each data worker: oversubscribed OpenMP threads spin and slow small models many-fold.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) - training.dataloader_num_workers))
@@ -284,7 +284,7 @@ def _run(run: M2DinoRunArguments, training: TrainingArguments, callbacks) -> dic
     for name, task_ids in runs:
         run_training = training
         if len(runs) > 1:
-            run_training = TrainingArguments(**{**training.to_dict(), "output_dir": os.path.join(root, f"{run.paradigm}_{name}")})
+            run_training = type(training)(**{**training.to_dict(), "output_dir": os.path.join(root, f"{run.paradigm}_{name}")})
             run_training.accelerator_config.split_batches = True
         results = train_one(name, task_ids, run, run_training, sources, registry, image_size, callbacks)
         all_results[name] = results
