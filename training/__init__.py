@@ -14,12 +14,16 @@ _EXPORTS = {
     # data (also in `m2dino_training.data`)
     "load_data": ".data.hf_folder",
     "load_fmc_uia": ".data.fmc_uia",
+    "load_sources": ".data.sources",
     "SyntheticUltrasoundSuite": ".data.synthetic",
     # training
     "M2DinoTrainingArguments": ".training_args",
     "MultiTaskTrainer": ".trainer",
+    "train_models": ".train",
+    "TaskSubset": ".data.sources",
     "check_resume_tasks": ".trainer",
     # evaluation, submissions and scoring
+    "evaluate_folder": ".evaluate",
     "evaluate_model": ".evaluate",
     "evaluate_task": ".evaluate",
     "results_table": ".evaluate",

@@ -54,10 +54,11 @@ from .adapters import (
     write_results,
 )
 from .data.augment import Augmenter, AugmentConfig
+from .cli import argument_errors_exit
 from .data.collate import ProcessedExamples
+from .data.sources import TaskSubset, load_sources
 from .evaluate import MAX_BASELINE_EXAMPLES, examples_by_task
 from .new_task import ROUTER_INITS, add_task, read_task_file, train_task_routing
-from .train import TaskSubset, load_sources
 from .trainer import MultiTaskTrainer
 from .training_args import M2DinoTrainingArguments
 
@@ -241,7 +242,11 @@ class TaskData:
 
 
 def load_task_data(args: FinetuneArguments, task_id: str, registry, seed: int, image_size: int) -> TaskData:
-    train_source, eval_source, description = load_sources(args, seed, image_size, registry)
+    with argument_errors_exit():
+        train_source, eval_source, description = load_sources(
+            args.data, seed, image_size, registry, synthetic_scale=args.synthetic_scale,
+            eval_examples_per_task=args.eval_examples_per_task,
+        )
     train = TaskSubset(train_source, [task_id])
     eval_sets = examples_by_task(eval_source, [task_id], args.eval_examples_per_task)
     if not len(train) or not eval_sets:
@@ -348,10 +353,16 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def main(argv=None):
+    """`m2dino-finetune` (and `m2dino-finetune merge`): the command line's arguments to `finetune`."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["merge"]:
         return merge_main(argv[1:])
-    args, training = parse_arguments(argv)
+    return finetune(*parse_arguments(argv))
+
+
+def finetune(args: FinetuneArguments, training: M2DinoTrainingArguments) -> list[dict]:
+    """Fine-tune `args.model` to one task by each of `args.methods`, evaluate and save each, write the comparison
+    tables into `training.output_dir` and return one row per method (see the module docstring)."""
     methods = parse_methods(args.methods)
     try:
         base = load_base(args.model)
@@ -403,8 +414,8 @@ def merge_main(argv) -> str:
     return path
 
 
-__all__ = ["LORA_TARGETS", "METHODS", "FinetuneArguments", "PeakMemory", "count_parameters", "load_adapters", "main",
-           "merge_adapter", "prepare_model", "set_adapter"]
+__all__ = ["LORA_TARGETS", "METHODS", "FinetuneArguments", "PeakMemory", "count_parameters", "finetune", "load_adapters",
+           "main", "merge_adapter", "prepare_model", "set_adapter"]
 
 if __name__ == "__main__":
     main()

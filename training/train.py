@@ -25,7 +25,10 @@ from transformers import HfArgumentParser, set_seed
 from modeling_m2dino import FMC_UIA_TASKS, M2DinoConfig, M2DinoForMultiTask, M2DinoImageProcessor, clinical_groups
 
 from .data.augment import Augmenter, AugmentConfig
+from .cli import argument_errors_exit
+from .data import sources as data_sources
 from .data.collate import ProcessedExamples, task_list
+from .data.sources import TaskSubset  # the study and the advisor import it from here too
 from .evaluate import MAX_BASELINE_EXAMPLES, examples_by_task, results_table
 from .output_folder import (
     OutputFolderBusyError,
@@ -93,56 +96,16 @@ def parse_arguments(argv=None) -> tuple[M2DinoRunArguments, M2DinoTrainingArgume
     return run, training
 
 
-class TaskSubset:
-    """The examples of some tasks of a source (keeps `task_of`, so nothing is decoded to learn tasks)."""
-
-    def __init__(self, source, tasks, task_of_index=None):
-        task_of_index = task_of_index if task_of_index is not None else task_list(source)
-        self.source = source
-        self.indices = [i for i, t in enumerate(task_of_index) if t in set(tasks)]
-        self.tasks = [task_of_index[i] for i in self.indices]
-
-    def __len__(self):
-        return len(self.indices)
-
-    def __getitem__(self, index):
-        return self.source[self.indices[index]]
-
-    def task_of(self, index):
-        return self.tasks[index]
-
-
-def load_sources(run: M2DinoRunArguments, seed: int, image_size: int, registry):
-    """Training source, held-out source and a description of the data, for `--data`."""
-    if run.data == "synthetic":
-        from .data.synthetic import TRAIN_SIZES, VAL_FRACTION, SyntheticUltrasoundSuite
-
-        suite = SyntheticUltrasoundSuite(scale=run.synthetic_scale, image_size=image_size, seed=seed)
-        held_out = suite
-        if run.eval_examples_per_task:  # the test split of a suite large enough to hold that many per task
-            needed = run.eval_examples_per_task / (VAL_FRACTION * min(TRAIN_SIZES.values()))
-            held_out = SyntheticUltrasoundSuite(scale=max(run.synthetic_scale, needed), image_size=image_size, seed=seed)
-        description = {"source": "synthetic", "scale": run.synthetic_scale, "image_size": image_size, "seed": seed,
-                       "eval_split": "test"}
-        return suite.dataset("train"), held_out.dataset("test"), description
-    from .data.fmc_uia import format_load_report, load_report
-    from .data.hf_folder import load_data
-
-    # m2dino-finetune shares this loader; its arguments have neither option.
-    tasks, on_error = getattr(run, "tasks", None) or None, getattr(run, "on_error", "raise")
-    if tasks:  # named before loading: rows of tasks not selected are not even checked
-        unknown = sorted(set(tasks) - {t.id for t in registry})
-        if unknown:
-            raise SystemExit(f"unknown task(s) {unknown}; valid: {', '.join(t.id for t in registry)}")
-    data = load_data(run.data, tasks=tasks, registry=registry, on_error=on_error)
-    print(format_load_report(load_report(next(iter(data.values())))), flush=True)
-    if "val" not in data and "validation" in data:
-        data["val"] = data["validation"]
-    missing = [s for s in ("train", "val") if s not in data]
-    if missing:
-        raise SystemExit(f"{run.data} has no {missing} split(s); found {list(data)}")
-    description = {"source": os.path.abspath(run.data), "eval_split": "val", "loading": load_report(data["train"])}
-    return data["train"], data["val"], description
+def load_sources(run, seed: int, image_size: int, registry):
+    """`data.sources.load_sources` for the run arguments of `m2dino-train` (or arguments with the same names:
+    `data`, and optionally `tasks`, `on_error`, `synthetic_scale`, `eval_examples_per_task`); a task or split
+    the data lacks stops the command, naming it."""
+    with argument_errors_exit():
+        return data_sources.load_sources(
+            run.data, seed, image_size, registry, tasks=getattr(run, "tasks", None) or None,
+            on_error=getattr(run, "on_error", "raise"), synthetic_scale=getattr(run, "synthetic_scale", 1.0),
+            eval_examples_per_task=getattr(run, "eval_examples_per_task", None),
+        )
 
 
 def plan_runs(run: M2DinoRunArguments, available: list[str], registry) -> list[tuple[str, list[str]]]:
@@ -255,7 +218,15 @@ def save_final_model(output_dir: str, save_weights, processor, results: dict, lo
 
 
 def main(argv=None, callbacks=None) -> dict:
-    run, training = parse_arguments(argv)
+    """`m2dino-train`: the command line's arguments (`argv`, default `sys.argv[1:]`) to `train_models`."""
+    return train_models(*parse_arguments(argv), callbacks=callbacks)
+
+
+def train_models(run: M2DinoRunArguments, training: M2DinoTrainingArguments, callbacks=None) -> dict:
+    """Train the models of `run.paradigm` (one, or one per task or group) and return their results by name.
+
+    One run at a time uses `training.output_dir` (a lock file in it names the owner); each model is saved
+    with its processor, results and card, replacing an earlier one only once the new one is complete."""
     lock = OutputFolderLock(training.output_dir) if training.process_index == 0 else None
     if lock is not None:
         try:

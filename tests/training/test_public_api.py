@@ -50,3 +50,8 @@ def test_importing_one_submodule_does_not_import_the_rest():
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"
+
+
+def test_the_finetune_command_does_not_import_the_train_command():
+    code = "import sys, m2dino_training.finetune; print('m2dino_training.train' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

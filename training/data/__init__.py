@@ -19,6 +19,9 @@ _EXPORTS = {
     "format_load_report": ".fmc_uia",
     "stored_column": ".fmc_uia",
     "read_dicom": ".dicom",
+    # a run's training and held-out sources, and views of some of their tasks
+    "load_sources": ".sources",
+    "TaskSubset": ".sources",
     # the synthetic suite
     "SyntheticUltrasoundSuite": ".synthetic",
     "SyntheticDataset": ".synthetic",
