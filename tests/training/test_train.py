@@ -1,9 +1,7 @@
 """m2dino-train, -evaluate, -predict and -score, run in-process at 32 px with a few steps."""
 
 import json
-import os
 
-import numpy as np
 import pytest
 import torch
 from transformers import AutoModel, AutoModelForSemanticSegmentation, TrainerCallback
