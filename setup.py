@@ -27,7 +27,7 @@ setup(
         "numpy",
         "pillow",
         "datasets",
-        "evaluate",
+        "evaluate",  # load_challenge_metric: the challenge metrics as an evaluate module (training/metrics_modules/)
         "accelerate>=1.15",
         "peft>=0.21",
         "huggingface_hub",

@@ -27,6 +27,16 @@ def config():
     return tiny_config()
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on a shared 2-core machine: one thread avoids OpenMP oversubscription stalls (every 2-thread
+    region can wait a scheduler slice). Use it per module: `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def four_task_batch(size=32, seed=0):
     """Pixel values, task names and multi-task labels: one sample of each task type."""
     generator = torch.Generator().manual_seed(seed)

@@ -499,10 +499,25 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    """`m2dino-bench`: the command line's arguments to `run_benchmarks`; prints the table, writes `--output`."""
     args = parse_args(argv)
+    command = "m2dino-bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    results = run_benchmarks(args, command)
+    print(results["table"])
+    met = [t["figure"] for t in results["targets"].values() if t["met"]]
+    unmet = [t["figure"] for t in results["targets"].values() if not t["met"]]
+    print(f"\ntargets met: {', '.join(met) or 'none'}\ntargets not met: {', '.join(unmet) or 'none'}")
+    with open(args.output, "w") as handle:
+        json.dump(results, handle, indent=2, default=str)
+    print(f"wrote {args.output}")
+    return results
+
+
+def run_benchmarks(args, command: str = "") -> dict:
+    """Every figure for the settings `parse_args` gives (`command` is recorded with them), the targets met
+    and the table, as a dict."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    command = "m2dino-bench " + " ".join(argv if argv is not None else sys.argv[1:])
     results = {"command": command, "machine": machine_info(args), "settings": {
         k: getattr(args, k) for k in ("preset", "image_size", "batch_size", "device", "dtype", "repeats", "quick")}}
     setup = Setup(args)
@@ -518,15 +533,7 @@ def main(argv=None):
     results["compile"] = {"skipped": True, "why": "--quick"} if args.quick else bench_compile(args, setup)
     results["targets"] = target_checks(results)
     results["machine"]["load_average_at_end"] = list(os.getloadavg())
-    report = table(results)
-    print(report)
-    met = [t["figure"] for t in results["targets"].values() if t["met"]]
-    unmet = [t["figure"] for t in results["targets"].values() if not t["met"]]
-    print(f"\ntargets met: {', '.join(met) or 'none'}\ntargets not met: {', '.join(unmet) or 'none'}")
-    results["table"] = report
-    with open(args.output, "w") as handle:
-        json.dump(results, handle, indent=2, default=str)
-    print(f"wrote {args.output}")
+    results["table"] = table(results)
     return results
 
 

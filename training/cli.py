@@ -6,6 +6,7 @@ that is not an int and exits with status 1; these entries run `main()` and retur
 run exits 0.
 """
 
+import contextlib
 import importlib
 
 COMMANDS = {
@@ -22,6 +23,20 @@ COMMANDS = {
     "m2dino-bench": "m2dino_training.bench",
     "m2dino-advise": "m2dino_training.advise",
 }
+
+
+@contextlib.contextmanager
+def argument_errors_exit():
+    """Inside a command: a ValueError about what the command was asked for (a task or split the data lacks)
+    stops it with its message, as argparse does; a `DataError`, a problem in the data, is raised as it is."""
+    from .data.checks import DataError
+
+    try:
+        yield
+    except DataError:
+        raise
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
 
 
 def _entry(module_name):

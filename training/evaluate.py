@@ -187,7 +187,48 @@ def results_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def evaluate_folder(model_dir: str, data: str, split: str = "val", tasks=None, batch_size: int = 32,
+                    on_error: str = "raise") -> dict:
+    """The challenge metrics of a saved model on one split of a challenge-layout or datasets folder, against the
+    trivial baselines fitted on its train split (when the split evaluated is another). Rows of tasks the model does
+    not serve are left out and counted, rows with problems skipped with `on_error="skip"`; both are printed and in
+    the results. A task the model does not serve, or a split the data lacks, is a ValueError."""
+    from modeling_m2dino import M2DinoForMultiTask, M2DinoImageProcessor
+
+    from .data.hf_folder import load_data
+
+    model = M2DinoForMultiTask.from_pretrained(model_dir)
+    processor = M2DinoImageProcessor.from_pretrained(model_dir)
+    tasks = tasks or model.served_tasks
+    unknown = sorted(set(tasks) - set(model.served_tasks))
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; the model serves {', '.join(model.served_tasks)}")
+    # Rows of tasks the model does not serve are left out and counted, not refused.
+    loaded = load_data(data, tasks=tasks, registry=model.config.task_specs, on_error=on_error)
+    if split not in loaded:
+        raise ValueError(f"{data} has no split {split!r}; it has {list(loaded)}")
+    report = loading_report(loaded[split])
+    left_out = (report.get("left_out") or {}).get(split, {})
+    if left_out:
+        print("left out (tasks the model does not serve or not asked for), rows per task: "
+              + ", ".join(f"{task} {n}" for task, n in left_out.items()))
+    skipped = (report.get("skipped") or {}).get(split) or {}
+    if skipped:
+        print("skipped (rows with problems), rows per task: " + ", ".join(f"{task} {n}" for task, n in skipped.items()))
+        for problem in report.get("problems", [])[:10]:
+            print(f"  {problem}")
+    eval_sets = examples_by_task(loaded[split], tasks)
+    if not eval_sets:
+        raise ValueError(f"no examples of tasks {tasks} in split {split!r} of {data}")
+    train_sets = examples_by_task(loaded["train"], tasks, MAX_BASELINE_EXAMPLES) if "train" in loaded and split != "train" else None
+    results = evaluate_model(model, processor, eval_sets, train_sets, batch_size)
+    results.update(model=os.path.abspath(model_dir), data=os.path.abspath(data), split=split, left_out=left_out,
+                   skipped=skipped)
+    return results
+
+
 def main(argv=None):
+    """`m2dino-evaluate`: the command line's arguments to `evaluate_folder`; prints the table, writes `--output`."""
     parser = argparse.ArgumentParser(description="Score a saved M2DINO model on a challenge-layout or datasets folder.")
     parser.add_argument("--model", required=True, help="saved M2DINO folder")
     parser.add_argument("--data", required=True, help="challenge-layout folder or datasets folder")
@@ -198,38 +239,10 @@ def main(argv=None):
     parser.add_argument("--on_error", choices=("raise", "skip"), default="raise",
                         help="a row with a problem (unreadable image, bad label): stop (raise) or leave it out and report it (skip)")
     args = parser.parse_args(argv)
+    from .cli import argument_errors_exit
 
-    from modeling_m2dino import M2DinoForMultiTask, M2DinoImageProcessor
-
-    from .data.hf_folder import load_data
-
-    model = M2DinoForMultiTask.from_pretrained(args.model)
-    processor = M2DinoImageProcessor.from_pretrained(args.model)
-    tasks = args.tasks or model.served_tasks
-    unknown = sorted(set(tasks) - set(model.served_tasks))
-    if unknown:
-        raise SystemExit(f"unknown task(s) {unknown}; the model serves {', '.join(model.served_tasks)}")
-    # Rows of tasks the model does not serve are left out and counted, not refused.
-    data = load_data(args.data, tasks=tasks, registry=model.config.task_specs, on_error=args.on_error)
-    if args.split not in data:
-        raise SystemExit(f"{args.data} has no split {args.split!r}; it has {list(data)}")
-    report = loading_report(data[args.split])
-    left_out = (report.get("left_out") or {}).get(args.split, {})
-    if left_out:
-        print("left out (tasks the model does not serve or not asked for), rows per task: "
-              + ", ".join(f"{task} {n}" for task, n in left_out.items()))
-    skipped = (report.get("skipped") or {}).get(args.split) or {}
-    if skipped:
-        print("skipped (rows with problems), rows per task: " + ", ".join(f"{task} {n}" for task, n in skipped.items()))
-        for problem in report.get("problems", [])[:10]:
-            print(f"  {problem}")
-    eval_sets = examples_by_task(data[args.split], tasks)
-    if not eval_sets:
-        raise SystemExit(f"no examples of tasks {tasks} in split {args.split!r} of {args.data}")
-    train_sets = examples_by_task(data["train"], tasks, MAX_BASELINE_EXAMPLES) if "train" in data and args.split != "train" else None
-    results = evaluate_model(model, processor, eval_sets, train_sets, args.batch_size)
-    results.update(model=os.path.abspath(args.model), data=os.path.abspath(args.data), split=args.split,
-                   left_out=left_out, skipped=skipped)
+    with argument_errors_exit():
+        results = evaluate_folder(args.model, args.data, args.split, args.tasks, args.batch_size, args.on_error)
     print(results_table(results))
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:

@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from transformers import HfArgumentParser, TrainingArguments, set_seed
+from transformers import HfArgumentParser, set_seed
 
 from modeling_m2dino import M2DinoImageProcessor
 
@@ -54,11 +54,13 @@ from .adapters import (
     write_results,
 )
 from .data.augment import Augmenter, AugmentConfig
+from .cli import argument_errors_exit
 from .data.collate import ProcessedExamples
+from .data.sources import TaskSubset, load_sources
 from .evaluate import MAX_BASELINE_EXAMPLES, examples_by_task
 from .new_task import ROUTER_INITS, add_task, read_task_file, train_task_routing
-from .train import TaskSubset, load_sources
 from .trainer import MultiTaskTrainer
+from .training_args import M2DinoTrainingArguments
 
 METHODS = {
     "full": "every weight trains",
@@ -96,9 +98,10 @@ class FinetuneArguments:
     overwrite: bool = field(default=False, metadata={"help": "replace results already in the output folders"})
 
 
-def parse_arguments(argv=None) -> tuple[FinetuneArguments, TrainingArguments]:
-    parser = HfArgumentParser((FinetuneArguments, TrainingArguments))
-    parser.set_defaults(output_dir="finetune", report_to="none", remove_unused_columns=False, save_strategy="no",
+def parse_arguments(argv=None) -> tuple[FinetuneArguments, M2DinoTrainingArguments]:
+    parser = HfArgumentParser((FinetuneArguments, M2DinoTrainingArguments))
+    # one task: batches of that task, drawn uniformly
+    parser.set_defaults(sampler="homogeneous", task_weighting="uniform", output_dir="finetune", report_to="none", remove_unused_columns=False, save_strategy="no",
                         eval_strategy="no", logging_steps=25, learning_rate=2e-4, weight_decay=0.01,
                         warmup_steps=0.05, lr_scheduler_type="cosine", per_device_train_batch_size=16,
                         per_device_eval_batch_size=32, max_steps=200, use_cpu=not torch.cuda.is_available(),
@@ -239,7 +242,11 @@ class TaskData:
 
 
 def load_task_data(args: FinetuneArguments, task_id: str, registry, seed: int, image_size: int) -> TaskData:
-    train_source, eval_source, description = load_sources(args, seed, image_size, registry)
+    with argument_errors_exit():
+        train_source, eval_source, description = load_sources(
+            args.data, seed, image_size, registry, synthetic_scale=args.synthetic_scale,
+            eval_examples_per_task=args.eval_examples_per_task,
+        )
     train = TaskSubset(train_source, [task_id])
     eval_sets = examples_by_task(eval_source, [task_id], args.eval_examples_per_task)
     if not len(train) or not eval_sets:
@@ -267,8 +274,7 @@ def finetune_method(method, base, args, training, task_id, new_specs, data: Task
     method_training = copy.deepcopy(training)
     method_training.output_dir = method_folder(training.output_dir, method, task_id)
     trainer = FinetuneTrainer(model=model, args=method_training, train_dataset=train_dataset, processor=processor,
-                              eval_sets=data.eval_sets, baseline_sets=data.baseline_sets,
-                              sampler_mode="homogeneous", task_weighting="uniform")
+                              eval_sets=data.eval_sets, baseline_sets=data.baseline_sets)
     with PeakMemory(method_training.device) as memory:
         start = time.perf_counter()
         trainer.train()
@@ -347,10 +353,16 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def main(argv=None):
+    """`m2dino-finetune` (and `m2dino-finetune merge`): the command line's arguments to `finetune`."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["merge"]:
         return merge_main(argv[1:])
-    args, training = parse_arguments(argv)
+    return finetune(*parse_arguments(argv))
+
+
+def finetune(args: FinetuneArguments, training: M2DinoTrainingArguments) -> list[dict]:
+    """Fine-tune `args.model` to one task by each of `args.methods`, evaluate and save each, write the comparison
+    tables into `training.output_dir` and return one row per method (see the module docstring)."""
     methods = parse_methods(args.methods)
     try:
         base = load_base(args.model)
@@ -402,8 +414,8 @@ def merge_main(argv) -> str:
     return path
 
 
-__all__ = ["LORA_TARGETS", "METHODS", "FinetuneArguments", "PeakMemory", "count_parameters", "load_adapters", "main",
-           "merge_adapter", "prepare_model", "set_adapter"]
+__all__ = ["LORA_TARGETS", "METHODS", "FinetuneArguments", "PeakMemory", "count_parameters", "finetune", "load_adapters",
+           "main", "merge_adapter", "prepare_model", "set_adapter"]
 
 if __name__ == "__main__":
     main()

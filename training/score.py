@@ -38,7 +38,7 @@ from PIL import Image
 from modeling_m2dino.tasks import CSV_TASK_NAMES, FMC_UIA_TASKS
 
 from . import metrics as challenge
-from .data.fmc_uia import read_mask
+from .data.checks import read_mask
 from .predict import PREDICTION_FILES, REQUIRED_FIELDS, mask_output_path
 
 _BOX_FIELDS = ("x_min", "y_min", "x_max", "y_max")

@@ -19,14 +19,16 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
-from transformers import HfArgumentParser, TrainingArguments, set_seed
+from transformers import HfArgumentParser, set_seed
 
 from modeling_m2dino import FMC_UIA_TASKS, M2DinoConfig, M2DinoForMultiTask, M2DinoImageProcessor, clinical_groups
 
 from .data.augment import Augmenter, AugmentConfig
+from .cli import argument_errors_exit
+from .data import sources as data_sources
 from .data.collate import ProcessedExamples, task_list
+from .data.sources import TaskSubset  # the study and the advisor import it from here too
 from .evaluate import MAX_BASELINE_EXAMPLES, examples_by_task, results_table
 from .output_folder import (
     OutputFolderBusyError,
@@ -38,12 +40,11 @@ from .output_folder import (
     staged_model_folder,
 )
 from .trainer import MultiTaskTrainer, check_resume_tasks
+from .training_args import M2DinoTrainingArguments
 
 logger = logging.getLogger(__name__)
 
 PARADIGMS = {"ts": "task-specific", "cg": "clinically-grouped", "au": "all-task unified"}
-SAMPLER_MODES = ("homogeneous", "mixed")
-TASK_WEIGHTINGS = ("uniform", "proportional", "temperature")
 ON_ERROR = ("raise", "skip")
 
 
@@ -59,9 +60,6 @@ class M2DinoRunArguments:
     num_experts: int | None = field(default=None)
     top_k: int | None = field(default=None, metadata={"help": "experts per routed unit"})
     image_size: int | None = field(default=None, metadata={"help": "processed image side (default: the preset's)"})
-    sampler: str = field(default="mixed", metadata={"help": "mixed (every head learns every step) or homogeneous (one task per batch)"})
-    task_weighting: str = field(default="temperature", metadata={"help": "uniform, proportional or temperature"})
-    temperature: float = field(default=2.0, metadata={"help": "task probability ~ n_task^(1/T) with temperature weighting"})
     augment: bool = field(default=True)
     synthetic_scale: float = field(default=1.0, metadata={"help": "size of the synthetic suite (x its size table)"})
     eval_examples_per_task: int | None = field(default=None, metadata={"help": "held-out examples per task (default: all)"})
@@ -71,18 +69,24 @@ class M2DinoRunArguments:
                                                              "and field) or skip (drop it, counted in the loading report)"})
 
 
-def parse_arguments(argv=None) -> tuple[M2DinoRunArguments, TrainingArguments]:
-    parser = HfArgumentParser((M2DinoRunArguments, TrainingArguments))
-    parser.set_defaults(output_dir="m2dino", report_to="none", remove_unused_columns=False, save_strategy="no",
+def parse_arguments(argv=None) -> tuple[M2DinoRunArguments, M2DinoTrainingArguments]:
+    """The run's own arguments and its `M2DinoTrainingArguments` (every `TrainingArguments` flag, and the
+    sampler's: `--sampler`, `--task_weighting`, `--temperature`), with this command's defaults."""
+    parser = HfArgumentParser((M2DinoRunArguments, M2DinoTrainingArguments))
+    parser.set_defaults(sampler="mixed", output_dir="m2dino", report_to="none", remove_unused_columns=False, save_strategy="no",
                         eval_strategy="no", logging_steps=50, learning_rate=1e-3, weight_decay=0.05, warmup_steps=0.05,
                         lr_scheduler_type="cosine", per_device_train_batch_size=64, per_device_eval_batch_size=64,
                         max_steps=1000, use_cpu=not torch.cuda.is_available(), dataloader_num_workers=1,
                         ddp_find_unused_parameters=True, disable_tqdm=False)
-    run, training = parser.parse_args_into_dataclasses(args=argv)
-    for name, value, valid in (("paradigm", run.paradigm, PARADIGMS), ("sampler", run.sampler, SAMPLER_MODES),
-                               ("task_weighting", run.task_weighting, TASK_WEIGHTINGS), ("on_error", run.on_error, ON_ERROR)):
+    try:
+        run, training = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as error:  # a flag's value refused by the arguments' own checks: a command-line error
+        raise SystemExit(str(error)) from None
+    for name, value, valid in (("paradigm", run.paradigm, PARADIGMS), ("on_error", run.on_error, ON_ERROR)):
         if value not in valid:
             raise SystemExit(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+    # Callers written when the sampler settings were run arguments read them there too.
+    run.sampler, run.task_weighting, run.temperature = training.sampler, training.task_weighting, training.temperature
     # Experts and heads a process does not use in a step have no gradient: DDP must look for them. With
     # activation checkpointing that needs the non-reentrant variant.
     training.ddp_find_unused_parameters = True
@@ -92,56 +96,16 @@ def parse_arguments(argv=None) -> tuple[M2DinoRunArguments, TrainingArguments]:
     return run, training
 
 
-class TaskSubset:
-    """The examples of some tasks of a source (keeps `task_of`, so nothing is decoded to learn tasks)."""
-
-    def __init__(self, source, tasks, task_of_index=None):
-        task_of_index = task_of_index if task_of_index is not None else task_list(source)
-        self.source = source
-        self.indices = [i for i, t in enumerate(task_of_index) if t in set(tasks)]
-        self.tasks = [task_of_index[i] for i in self.indices]
-
-    def __len__(self):
-        return len(self.indices)
-
-    def __getitem__(self, index):
-        return self.source[self.indices[index]]
-
-    def task_of(self, index):
-        return self.tasks[index]
-
-
-def load_sources(run: M2DinoRunArguments, seed: int, image_size: int, registry):
-    """Training source, held-out source and a description of the data, for `--data`."""
-    if run.data == "synthetic":
-        from .data.synthetic import TRAIN_SIZES, VAL_FRACTION, SyntheticUltrasoundSuite
-
-        suite = SyntheticUltrasoundSuite(scale=run.synthetic_scale, image_size=image_size, seed=seed)
-        held_out = suite
-        if run.eval_examples_per_task:  # the test split of a suite large enough to hold that many per task
-            needed = run.eval_examples_per_task / (VAL_FRACTION * min(TRAIN_SIZES.values()))
-            held_out = SyntheticUltrasoundSuite(scale=max(run.synthetic_scale, needed), image_size=image_size, seed=seed)
-        description = {"source": "synthetic", "scale": run.synthetic_scale, "image_size": image_size, "seed": seed,
-                       "eval_split": "test"}
-        return suite.dataset("train"), held_out.dataset("test"), description
-    from .data.fmc_uia import format_load_report, load_report
-    from .data.hf_folder import load_data
-
-    # m2dino-finetune shares this loader; its arguments have neither option.
-    tasks, on_error = getattr(run, "tasks", None) or None, getattr(run, "on_error", "raise")
-    if tasks:  # named before loading: rows of tasks not selected are not even checked
-        unknown = sorted(set(tasks) - {t.id for t in registry})
-        if unknown:
-            raise SystemExit(f"unknown task(s) {unknown}; valid: {', '.join(t.id for t in registry)}")
-    data = load_data(run.data, tasks=tasks, registry=registry, on_error=on_error)
-    print(format_load_report(load_report(next(iter(data.values())))), flush=True)
-    if "val" not in data and "validation" in data:
-        data["val"] = data["validation"]
-    missing = [s for s in ("train", "val") if s not in data]
-    if missing:
-        raise SystemExit(f"{run.data} has no {missing} split(s); found {list(data)}")
-    description = {"source": os.path.abspath(run.data), "eval_split": "val", "loading": load_report(data["train"])}
-    return data["train"], data["val"], description
+def load_sources(run, seed: int, image_size: int, registry):
+    """`data.sources.load_sources` for the run arguments of `m2dino-train` (or arguments with the same names:
+    `data`, and optionally `tasks`, `on_error`, `synthetic_scale`, `eval_examples_per_task`); a task or split
+    the data lacks stops the command, naming it."""
+    with argument_errors_exit():
+        return data_sources.load_sources(
+            run.data, seed, image_size, registry, tasks=getattr(run, "tasks", None) or None,
+            on_error=getattr(run, "on_error", "raise"), synthetic_scale=getattr(run, "synthetic_scale", 1.0),
+            eval_examples_per_task=getattr(run, "eval_examples_per_task", None),
+        )
 
 
 def plan_runs(run: M2DinoRunArguments, available: list[str], registry) -> list[tuple[str, list[str]]]:
@@ -213,8 +177,7 @@ def train_one(name, task_ids, run, training, sources, registry, image_size, call
     baseline_sets = examples_by_task(train_subset, task_ids, MAX_BASELINE_EXAMPLES)
     trainer = MultiTaskTrainer(
         model=model, args=training, train_dataset=train_dataset, processor=processor, eval_sets=eval_sets,
-        baseline_sets=baseline_sets, sampler_mode=run.sampler, task_weighting=run.task_weighting,
-        temperature=run.temperature, callbacks=callbacks,
+        baseline_sets=baseline_sets, callbacks=callbacks,
     )
     trainer.train(resume_from_checkpoint=training.resume_from_checkpoint)
     trainer.evaluate()
@@ -255,7 +218,15 @@ def save_final_model(output_dir: str, save_weights, processor, results: dict, lo
 
 
 def main(argv=None, callbacks=None) -> dict:
-    run, training = parse_arguments(argv)
+    """`m2dino-train`: the command line's arguments (`argv`, default `sys.argv[1:]`) to `train_models`."""
+    return train_models(*parse_arguments(argv), callbacks=callbacks)
+
+
+def train_models(run: M2DinoRunArguments, training: M2DinoTrainingArguments, callbacks=None) -> dict:
+    """Train the models of `run.paradigm` (one, or one per task or group) and return their results by name.
+
+    One run at a time uses `training.output_dir` (a lock file in it names the owner); each model is saved
+    with its processor, results and card, replacing an earlier one only once the new one is complete."""
     lock = OutputFolderLock(training.output_dir) if training.process_index == 0 else None
     if lock is not None:
         try:
@@ -269,7 +240,7 @@ def main(argv=None, callbacks=None) -> dict:
             lock.release()
 
 
-def _run(run: M2DinoRunArguments, training: TrainingArguments, callbacks) -> dict:
+def _run(run: M2DinoRunArguments, training: M2DinoTrainingArguments, callbacks) -> dict:
     if training.use_cpu and "OMP_NUM_THREADS" not in os.environ:
         # Leave a core to each data worker: oversubscribed OpenMP threads spin and slow small models many-fold.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) - training.dataloader_num_workers))
@@ -284,7 +255,7 @@ def _run(run: M2DinoRunArguments, training: TrainingArguments, callbacks) -> dic
     for name, task_ids in runs:
         run_training = training
         if len(runs) > 1:
-            run_training = TrainingArguments(**{**training.to_dict(), "output_dir": os.path.join(root, f"{run.paradigm}_{name}")})
+            run_training = type(training)(**{**training.to_dict(), "output_dir": os.path.join(root, f"{run.paradigm}_{name}")})
             run_training.accelerator_config.split_batches = True
         results = train_one(name, task_ids, run, run_training, sources, registry, image_size, callbacks)
         all_results[name] = results

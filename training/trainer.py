@@ -29,6 +29,7 @@ from .data.collate import EpochTaggedBatchSampler, collate
 from .data.samplers import TaskBatchSampler
 from .evaluate import evaluate_model, flat_metrics
 from .output_folder import file_mode_for, match_permissions
+from .training_args import M2DinoTrainingArguments, with_multitask_settings
 
 
 class NonFiniteLossError(RuntimeError):
@@ -72,18 +73,25 @@ def check_resume_tasks(checkpoint: str, tasks: list[dict]):
 class MultiTaskTrainer(Trainer):
     """The Trainer over a multi-task dataset: task-batched sampling, per-task losses in the logs, and
     `evaluate` in the challenge's metrics on `eval_sets` (task id -> held-out examples), against the trivial
-    baseline of `baseline_sets`. `distance_metrics=False` leaves the segmentation surface distances (HD, HD95)
-    out of those evaluations, for runs that evaluate often and select on the primary metrics only."""
+    baseline of `baseline_sets`.
 
-    def __init__(self, *args, processor=None, eval_sets=None, baseline_sets=None, sampler_mode="homogeneous",
-                 task_weighting="temperature", temperature=2.0, distance_metrics=True, **kwargs):
+    The sampler, the task weighting and whether evaluations measure the segmentation surface distances are
+    read from `args`, an `M2DinoTrainingArguments`. A plain `TrainingArguments` gets that class's defaults;
+    the keywords `sampler_mode`, `task_weighting`, `temperature` and `distance_metrics` (the way these
+    settings were given before they were arguments) override `args` in a copy of it."""
+
+    def __init__(self, *args, processor=None, eval_sets=None, baseline_sets=None, sampler_mode=None,
+                 task_weighting=None, temperature=None, distance_metrics=None, **kwargs):
         kwargs.setdefault("data_collator", collate)
         super().__init__(*args, **kwargs)
+        given = {"sampler": sampler_mode, "task_weighting": task_weighting, "temperature": temperature,
+                 "distance_metrics": distance_metrics}
+        given = {name: value for name, value in given.items() if value is not None}
+        if given or not isinstance(self.args, M2DinoTrainingArguments):
+            self.args = with_multitask_settings(self.args, given)
         self.processor = processor
         self.eval_sets = eval_sets or {}
         self.baseline_sets = baseline_sets
-        self.sampler_settings = dict(mode=sampler_mode, task_weighting=task_weighting, temperature=temperature)
-        self.distance_metrics = distance_metrics
         self.last_eval_results = None
         self._loss_sums: dict[str, float] = {}
         self._loss_counts: dict[str, int] = {}
@@ -91,8 +99,9 @@ class MultiTaskTrainer(Trainer):
     def get_train_dataloader(self) -> DataLoader:
         dataset = self.train_dataset
         global_batch = self.args.per_device_train_batch_size * max(1, self.args.world_size)
-        sampler = TaskBatchSampler(dataset.tasks, global_batch, seed=self.args.data_seed or self.args.seed,
-                                   **self.sampler_settings)
+        sampler = TaskBatchSampler(dataset.tasks, global_batch, mode=self.args.sampler,
+                                   task_weighting=self.args.task_weighting, temperature=self.args.temperature,
+                                   seed=self.args.data_seed or self.args.seed)
         loader = DataLoader(
             dataset,
             batch_sampler=EpochTaggedBatchSampler(sampler),
@@ -145,7 +154,7 @@ class MultiTaskTrainer(Trainer):
         model = self.accelerator.unwrap_model(self.model)
         self.last_eval_results = evaluate_model(model, self.processor, self.eval_sets, self.baseline_sets,
                                                 batch_size=self.args.per_device_eval_batch_size, seed=self.args.seed,
-                                                distances=self.distance_metrics)
+                                                distances=self.args.distance_metrics)
         metrics = flat_metrics(self.last_eval_results, metric_key_prefix)
         if self.state.epoch is not None:
             metrics[f"{metric_key_prefix}_epoch"] = self.state.epoch

@@ -2,7 +2,7 @@ import pytest
 
 from modeling_m2dino import FMC_UIA_TASKS, M2DinoConfig, TaskSpec
 
-BRIEF_TABLE = {  # task id: (type, classes or points, group), transcribed from the brief
+TASK_TABLE = {  # task id: (type, classes or points, group), transcribed from the organisers' task list
     "FUGC": ("regression", 2, "obstetrics"), "IUGC": ("regression", 3, "obstetrics"),
     "fetal_femur": ("regression", 2, "obstetrics"), "fetal_head_pos_cls": ("classification", 8, "obstetrics"),
     "fetal_plane_cls": ("classification", 6, "obstetrics"), "fetal_sacral_pos_cls": ("classification", 8, "obstetrics"),
@@ -26,9 +26,9 @@ def test_default_config_is_vit_small_with_moe_in_last_six_layers_and_the_27_task
     assert (config.num_attention_heads, config.num_register_tokens, config.patch_size) == (6, 4, 16)
     assert config.moe_layers == [6, 7, 8, 9, 10, 11]
     assert (config.num_experts, config.num_experts_per_tok, config.router_mode) == (8, 2, "task")
-    assert [t["id"] for t in config.tasks] == list(BRIEF_TABLE)
+    assert [t["id"] for t in config.tasks] == list(TASK_TABLE)
     for spec in config.task_specs:
-        task_type, count, group = BRIEF_TABLE[spec.id]
+        task_type, count, group = TASK_TABLE[spec.id]
         assert (spec.type, spec.num_outputs, spec.group) == (task_type, count, group)
         assert len(spec.labels) == count
     assert config.default_task == "FUGC"

@@ -13,14 +13,7 @@ from m2dino_training import bench
 from modeling_m2dino.moe import TaskConditionedMoE, dispatch_to_experts
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from a second thread, and on a loaded 2-core machine every 2-thread OpenMP
-    region can stall for a scheduler slice: one thread keeps these tests seconds long."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def per_token_loop(tokens, weights, indices, experts):

@@ -21,7 +21,7 @@ from m2dino_training import evaluate, predict, score
 from m2dino_training.data.fmc_uia import FMCUIADataError
 from m2dino_training.metrics import load_challenge_metric, task_metrics
 from conftest import tiny_config
-from fixtures import write_challenge_layout, write_csv
+from fixtures import to_hf_dataset, write_challenge_layout, write_csv
 
 LAYOUT_TASKS = ["cardiac_multi", "cervix", "breast_3cls", "thyroid_nodule_det", "IUGC"]
 SPECS = {t.id: t for t in m2dino.FMC_UIA_TASKS}
@@ -415,13 +415,12 @@ def test_the_local_evaluate_module_computes_the_same_figures():
 
 def test_a_datasets_folder_predicts_with_records_keyed_by_source(layout_model, tmp_path):
     import datasets
-    from test_fmc_uia import _to_hf
 
     from m2dino_training.data.fmc_uia import load_fmc_uia
 
     write_challenge_layout(str(tmp_path / "layout"), with_dicom=False)
     loaded = load_fmc_uia(str(tmp_path / "layout"))
-    datasets.DatasetDict({name: _to_hf(loaded[name]) for name in loaded}).save_to_disk(str(tmp_path / "saved"))
+    datasets.DatasetDict({name: to_hf_dataset(loaded[name]) for name in loaded}).save_to_disk(str(tmp_path / "saved"))
     summary = predict.main(["--model", layout_model, "--data", str(tmp_path / "saved"), "--split", "val",
                             "--out", str(tmp_path / "out")])
     sources = {task: sorted(s for s, t in zip(loaded["val"].with_format(None)["source"], loaded["val"].with_format(None)["task"])

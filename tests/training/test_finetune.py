@@ -24,13 +24,7 @@ FAST = ["--max_steps", "2", "--per_device_train_batch_size", "4", "--dataloader_
 NEW_TASK = {"id": "kidney_stone_cls", "type": "classification", "labels": ["no_stone", "stone"], "group": "abdomen"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models on a shared 2-core machine: one thread avoids OpenMP oversubscription stalls.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def save_base(path, seed=0):

@@ -17,13 +17,7 @@ import modeling_m2dino as m2dino
 TASKS = ["breast_2cls", "lung_2cls", "cervix_multi", "thyroid_nodule_det"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models on a shared 2-core machine: one thread avoids OpenMP oversubscription stalls.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def save_model(path, task_ids, default_task):

@@ -1,9 +1,7 @@
 """m2dino-train, -evaluate, -predict and -score, run in-process at 32 px with a few steps."""
 
 import json
-import os
 
-import numpy as np
 import pytest
 import torch
 from transformers import AutoModel, AutoModelForSemanticSegmentation, TrainerCallback
@@ -119,6 +117,15 @@ def test_predictions_scored_by_m2dino_score_match_evaluate(trained_au, challenge
         assert scored["num_samples"] == evaluated["n_eval"]
         for name, value in score.flat_task_result(scored).items():
             assert value == pytest.approx(evaluated["metrics"][name], abs=1e-6, nan_ok=True), (task_id, name)
+
+
+def test_evaluate_folder_names_what_the_model_or_the_data_lacks(trained_au, challenge_folder):
+    model_dir, _ = trained_au
+    with pytest.raises(ValueError, match=r"unknown task\(s\) \['nope'\]; the model serves"):
+        evaluate.evaluate_folder(str(model_dir), str(challenge_folder), tasks=["nope"])
+    # the command stops with the library function's message
+    with pytest.raises(SystemExit, match=rf"{challenge_folder} has no split 'nope'; it has \['train', 'val'\]"):
+        evaluate.main(["--model", str(model_dir), "--data", str(challenge_folder), "--split", "nope"])
 
 
 class PoisonHeadsAt(TrainerCallback):

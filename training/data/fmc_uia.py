@@ -49,12 +49,27 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import datasets
-import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from modeling_m2dino.tasks import CSV_TASK_NAMES, FMC_UIA_TASKS, TaskSpec
+from modeling_m2dino.tasks import CSV_TASK_NAMES, TaskSpec
 
-from .dicom import DICOM_EXTENSIONS, is_dicom_file, read_dicom, read_dicom_header, select_frames
+from .checks import (
+    MAX_REPORTED_PROBLEMS,
+    DataError,
+    RowProblem,
+    box_problem,
+    check_task_names,
+    class_problem,
+    decode_image,
+    decode_in_full,
+    decode_label_arrays,
+    image_header,
+    mask_problem,
+    pixel_digest,
+    point_problem,
+    read_mask,
+    registry_by_id,
+    stored_column,  # noqa: F401  (public here before the checks had a module of their own)
+)
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +78,6 @@ _SPLIT_ALIASES = {"validation": "val", "valid": "val"}
 # Cells pandas or spreadsheets write for "no value".
 _EMPTY_CELLS = {"", "nan", "none", "null"}
 _BOX_FIELDS = ("x_min", "y_min", "x_max", "y_max")
-# PIL modes holding more than 8 bits per sample: returned as uint16 arrays, not PIL images.
-WIDE_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
-IMAGE_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"} | WIDE_MODES
-_MAX_REPORTED_PROBLEMS = 50
 
 FEATURES = datasets.Features(
     {
@@ -86,30 +97,14 @@ FEATURES = datasets.Features(
 )
 
 
-class FMCUIADataError(ValueError):
+class FMCUIADataError(DataError):
     """A problem in one CSV row. `csv_file`, `line` (header = 1), `field` and `problem` say where and what;
     `more` counts the other rows with problems. A problem of a whole file has `field` None (and `line`
     None when no line is to blame)."""
 
     def __init__(self, csv_file: str, line: int | None, field: str | None, problem: str, more: int = 0):
-        self.csv_file, self.line, self.field, self.problem, self.more = csv_file, line, field, problem, more
-        message = csv_file
-        if line is not None:
-            message += f", line {line}"
-        if field is not None:
-            message += f", field '{field}'"
-        message += f": {problem}"
-        if more:
-            message += f" (and {more} more row(s) with problems; on_error='skip' drops and reports them)"
-        super().__init__(message)
-
-
-class _Problem(Exception):
-    """Raised inside row checks; turned into an FMCUIADataError with the row's file and line."""
-
-    def __init__(self, field: str, problem: str):
-        super().__init__(problem)
-        self.field, self.problem = field, problem
+        self.csv_file, self.line = csv_file, line
+        super().__init__(csv_file if line is None else f"{csv_file}, line {line}", field, problem, more)
 
 
 @dataclass
@@ -123,7 +118,7 @@ class _Row:
     extra_cells: int = 0
     split: str | None = None
     # filled by _check_row
-    problem: _Problem | None = None
+    problem: RowProblem | None = None
     values: dict = field(default_factory=dict)
     pixel_digest: str | None = None  # of the decoded image: "the same image" whatever its path or format
     mask_digest: str | None = None
@@ -134,204 +129,14 @@ class _Row:
         """A stripped cell value; None when empty. Missing columns and empty required cells are problems."""
         if name not in self.cells:
             if required:
-                raise _Problem(name, f"column '{name}' is missing from the CSV header")
+                raise RowProblem(name, f"column '{name}' is missing from the CSV header")
             return None
         value = self.cells[name].strip()
         if value.lower() in _EMPTY_CELLS:
             if required:
-                raise _Problem(name, "empty")
+                raise RowProblem(name, "empty")
             return None
         return value
-
-
-# ------------------------------------------------------------------------------------------------------
-# Checks shared with the datasets-folder reader
-
-
-def registry_by_id(registry=None) -> dict[str, TaskSpec]:
-    """Task id -> TaskSpec for a list of TaskSpec (default: the 27 FMC_UIA tasks); duplicate ids fail."""
-    specs = list(FMC_UIA_TASKS if registry is None else registry)
-    by_id: dict[str, TaskSpec] = {}
-    for spec in specs:
-        if not isinstance(spec, TaskSpec):
-            raise TypeError(f"registry entries must be TaskSpec, got {type(spec).__name__}")
-        if spec.id in by_id:
-            raise ValueError(f"registry lists task {spec.id!r} twice")
-        by_id[spec.id] = spec
-    return by_id
-
-
-def check_task_names(tasks, by_id: dict[str, TaskSpec]) -> set[str] | None:
-    """The requested task ids as a set (None = all); unknown names fail with the valid ones listed."""
-    if tasks is None:
-        return None
-    tasks = [tasks] if isinstance(tasks, str) else list(tasks)
-    unknown = [name for name in tasks if name not in by_id]
-    if unknown:
-        raise ValueError(f"unknown task(s) {unknown}; valid task ids: {', '.join(by_id)}")
-    return set(tasks)
-
-
-def mask_problem(mask: np.ndarray, spec: TaskSpec, width: int, height: int) -> str | None:
-    """Why a mask does not fit its image and task, or None."""
-    if mask.shape != (height, width):
-        return f"mask is {mask.shape[1]}x{mask.shape[0]} (width x height) but its image is {width}x{height}"
-    top = int(mask.max()) if mask.size else 0
-    if top >= spec.num_classes:
-        return (
-            f"mask value {top} >= num_classes {spec.num_classes} of task '{spec.id}' "
-            f"(masks hold class indices 0..{spec.num_classes - 1})"
-        )
-    return None
-
-
-def box_problem(box, width: int, height: int) -> tuple[int, str] | None:
-    """(index of the offending coordinate, why) for a box that is empty or leaves the image, or None."""
-    x_min, y_min, x_max, y_max = box
-    if not all(math.isfinite(v) for v in box):
-        return next(i for i, v in enumerate(box) if not math.isfinite(v)), f"box {list(box)} is not finite"
-    if x_max <= x_min:
-        return 2, f"x_max {x_max} <= x_min {x_min}"
-    if y_max <= y_min:
-        return 3, f"y_max {y_max} <= y_min {y_min}"
-    limits = (width, height, width, height)
-    for index, (value, limit) in enumerate(zip(box, limits)):
-        if value < 0 or value > limit:
-            return index, f"box {list(box)} lies outside the {width}x{height} image (width x height)"
-    return None
-
-
-def point_problem(points, width: int, height: int) -> tuple[int, str] | None:
-    """(index of the first point outside the image, why), or None. Points are pixel coordinates, so a point
-    outside the image is a swapped or mis-scaled annotation, not something a head can predict."""
-    for index, (x, y) in enumerate(points):
-        if not (math.isfinite(x) and math.isfinite(y)) or not (0 <= x <= width and 0 <= y <= height):
-            return index, f"point [{x}, {y}] lies outside the {width}x{height} image (width x height)"
-    return None
-
-
-def class_problem(value: int, spec: TaskSpec) -> str | None:
-    if not 0 <= value < spec.num_classes:
-        return f"class {value} out of range for task '{spec.id}' ({spec.num_classes} classes: 0..{spec.num_classes - 1})"
-    return None
-
-
-def mask_to_array(image: Image.Image) -> np.ndarray:
-    """A decoded mask image as (H, W) uint8 class indices; ValueError if it is not a class-index mask.
-
-    Palette PNGs give their indices; RGB masks are accepted only when all three channels are equal
-    (a grayscale mask saved as RGB); anything else is refused rather than guessed at.
-    """
-    mode = image.mode
-    array = np.asarray(image)
-    if mode in ("RGB", "RGBA"):
-        if not (np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(array[..., 0], array[..., 2])):
-            raise ValueError(f"mask is a colour ({mode}) image; masks must be single-channel class indices")
-        array = array[..., 0]
-    elif array.ndim != 2:
-        raise ValueError(f"mask has mode {mode!r}; masks must be single-channel class indices")
-    if array.dtype != np.uint8:
-        if array.size and (array.min() < 0 or array.max() > 255):
-            raise ValueError(f"mask values {array.min()}..{array.max()} do not fit 8-bit class indices")
-        array = array.astype(np.uint8)
-    return np.ascontiguousarray(array)
-
-
-def read_mask(path: str) -> np.ndarray:
-    """Read a mask file as (H, W) uint8 class indices."""
-    with Image.open(path) as image:
-        image.load()
-        return mask_to_array(image)
-
-
-# ------------------------------------------------------------------------------------------------------
-# Images
-
-
-def _is_dicom_name(path: str) -> bool:
-    return path.lower().endswith(DICOM_EXTENSIONS)
-
-
-def image_header(path: str, dicom_frame="middle") -> tuple[int, int, int | None]:
-    """(width, height, bits_stored or None) of an image or DICOM file, reading only its header."""
-    if not _is_dicom_name(path):
-        try:
-            with Image.open(path) as image:
-                width, height = image.size
-                mode = image.mode
-        except FileNotFoundError:
-            raise
-        except (UnidentifiedImageError, OSError) as error:
-            if not is_dicom_file(path):
-                raise ValueError(f"cannot read image {path}: {error}") from error
-        else:
-            if mode not in IMAGE_MODES:
-                raise ValueError(f"image {path} has unsupported mode {mode!r}")
-            return width, height, (16 if mode in WIDE_MODES else None)
-    header = read_dicom_header(path)
-    select_frames(header.num_frames, dicom_frame)  # a bad frame choice fails here, not mid-training
-    return header.columns, header.rows, header.bits_stored
-
-
-def to_uint16(array: np.ndarray, what: str) -> np.ndarray:
-    """A wide-integer image as uint16, refusing values that would wrap around rather than corrupt them."""
-    if array.dtype == np.uint16:
-        return array
-    if array.dtype.kind not in "iu":
-        raise ValueError(f"{what}: samples of dtype {array.dtype}; expected 8- or 16-bit integers")
-    if array.size and (array.min() < 0 or array.max() > 65535):
-        raise ValueError(f"{what}: values {array.min()}..{array.max()} outside 0..65535")
-    return array.astype(np.uint16)
-
-
-def decode_image(path: str, dicom_frame="middle"):
-    """(image, bits_stored): a PIL image for 8-bit files, a numpy array for 16-bit files and DICOM."""
-    if not _is_dicom_name(path):
-        try:
-            image = Image.open(path)
-            image.load()  # read now (and close the file) rather than leak a lazy handle into batches
-        except UnidentifiedImageError:
-            if not is_dicom_file(path):
-                raise
-        else:
-            if image.mode in WIDE_MODES:
-                return to_uint16(np.asarray(image), f"image {path}"), 16
-            return image, None
-    frame = read_dicom(path, frames=dicom_frame)[0]
-    return frame.array, frame.bits_stored
-
-
-def pixel_digest(image) -> str:
-    """A digest of decoded pixels (PIL image or array) with their shape and sample type: equal for the same
-    image saved under two names or re-encoded losslessly."""
-    if isinstance(image, Image.Image):
-        kind, data = f"{image.mode}{image.size}", image.tobytes()
-    else:
-        array = np.ascontiguousarray(image)
-        kind, data = f"{array.dtype.str}{array.shape}", array.tobytes()
-    return hashlib.blake2b(kind.encode() + b"\0" + data, digest_size=16).hexdigest()
-
-
-def decode_in_full(path: str, dicom_frame="middle") -> tuple[str, float]:
-    """Decode an image the way training will and return (pixel digest, seconds taken).
-
-    A header can be intact while the pixel data is truncated or corrupt; only a full decode shows that.
-    """
-    start = time.perf_counter()
-    image, _ = decode_image(path, dicom_frame)
-    digest = pixel_digest(image)
-    return digest, time.perf_counter() - start
-
-
-def decode_label_arrays(batch: dict) -> dict:
-    """Stored box, class-label and point columns of a batch -> numpy arrays of the example schema."""
-    shapes = {"boxes": (np.float32, (-1, 4)), "class_labels": (np.int64, None), "points": (np.float32, (-1, 2))}
-    out = {}
-    for key, (dtype, shape) in shapes.items():
-        if key in batch:
-            arrays = [None if v is None else np.asarray(v, dtype=dtype) for v in batch[key]]
-            out[key] = [a if a is None or shape is None else a.reshape(shape) for a in arrays]
-    return out
 
 
 class ExampleDecoder:
@@ -548,9 +353,9 @@ def _parse_number(row: _Row, name: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise _Problem(name, f"{text!r} is not a number") from None
+        raise RowProblem(name, f"{text!r} is not a number") from None
     if not math.isfinite(value):
-        raise _Problem(name, f"{text!r} is not a finite number")
+        raise RowProblem(name, f"{text!r} is not a finite number")
     return value
 
 
@@ -559,12 +364,12 @@ def _parse_class(row: _Row, name: str, spec: TaskSpec) -> int:
     try:
         number = float(text)
     except ValueError:
-        raise _Problem(name, f"class {text!r} is not an integer") from None
+        raise RowProblem(name, f"class {text!r} is not an integer") from None
     if not number.is_integer():  # pandas writes integer columns with NaNs as "1.0"; 1.5 is no class
-        raise _Problem(name, f"class {text!r} is not an integer")
+        raise RowProblem(name, f"class {text!r} is not an integer")
     problem = class_problem(int(number), spec)
     if problem:
-        raise _Problem(name, problem)
+        raise RowProblem(name, problem)
     return int(number)
 
 
@@ -576,7 +381,7 @@ def _parse_point(row: _Row, name: str) -> list[float]:
         if len(value) != 2:
             raise ValueError
     except (ValueError, TypeError, IndexError, KeyError):
-        raise _Problem(name, f"{text!r} is not a point [x, y]") from None
+        raise RowProblem(name, f"{text!r} is not a point [x, y]") from None
     return point
 
 
@@ -590,9 +395,9 @@ def _parse_labels(row: _Row, spec: TaskSpec) -> dict:
     elif spec.type == "detection":
         box = [_parse_number(row, name) for name in _BOX_FIELDS]
         if box[2] <= box[0]:
-            raise _Problem("x_max", f"x_max {box[2]} <= x_min {box[0]}")
+            raise RowProblem("x_max", f"x_max {box[2]} <= x_min {box[0]}")
         if box[3] <= box[1]:
-            raise _Problem("y_max", f"y_max {box[3]} <= y_min {box[1]}")
+            raise RowProblem("y_max", f"y_max {box[3]} <= y_min {box[1]}")
         values["boxes"] = [box]
         # The challenge has one box of class 0; a lab's multi-class detection task puts the class in `mask`.
         values["class_labels"] = [_parse_class(row, "mask", spec) if spec.num_classes > 1 else 0]
@@ -600,7 +405,7 @@ def _parse_labels(row: _Row, spec: TaskSpec) -> dict:
         values["points"] = [_parse_point(row, f"point_{k}_xy") for k in range(1, spec.num_points + 1)]
         extra = f"point_{spec.num_points + 1}_xy"
         if row.cell(extra, required=False) is not None:
-            raise _Problem(extra, f"task '{spec.id}' has {spec.num_points} points but this cell holds another one")
+            raise RowProblem(extra, f"task '{spec.id}' has {spec.num_points} points but this cell holds another one")
     return values
 
 
@@ -615,9 +420,9 @@ def _check_num_classes(row: _Row, spec: TaskSpec) -> None:
     try:
         value = float(count)
     except ValueError:
-        raise _Problem("num_classes", f"{count!r} is not a number of {what}") from None
+        raise RowProblem("num_classes", f"{count!r} is not a number of {what}") from None
     if value != expected:
-        raise _Problem("num_classes", f"row says {count} {what} but task '{spec.id}' has {expected} in the registry")
+        raise RowProblem("num_classes", f"row says {count} {what} but task '{spec.id}' has {expected} in the registry")
 
 
 def _check_row(row: _Row, by_id: dict[str, TaskSpec], dicom_frame, require_labels: bool = True) -> _Row:
@@ -627,15 +432,15 @@ def _check_row(row: _Row, by_id: dict[str, TaskSpec], dicom_frame, require_label
     label fields are None and `mask_path` only says where a predicted mask goes."""
     try:
         if row.extra_cells:
-            raise _Problem("row", f"{row.extra_cells} more cell(s) than the header has columns (an unquoted comma?)")
+            raise RowProblem("row", f"{row.extra_cells} more cell(s) than the header has columns (an unquoted comma?)")
         task = row.cell("task_id")
         spec = by_id.get(task)
         if spec is None:
-            raise _Problem("task_id", f"unknown task_id {task!r}; valid task ids: {', '.join(by_id)}")
+            raise RowProblem("task_id", f"unknown task_id {task!r}; valid task ids: {', '.join(by_id)}")
         if "task_name" in row.cells:  # redundant with the registry, so it must agree when present
             name = row.cell("task_name")
             if name.lower() != spec.type:
-                raise _Problem(
+                raise RowProblem(
                     "task_name",
                     f"{name!r} disagrees with the registry: task '{task}' is a {spec.type} task "
                     f"(written {CSV_TASK_NAMES[spec.type]!r})",
@@ -649,35 +454,35 @@ def _check_row(row: _Row, by_id: dict[str, TaskSpec], dicom_frame, require_label
         try:
             width, height, bits = image_header(image_path, dicom_frame)
         except FileNotFoundError:
-            raise _Problem("image_path", f"image file not found: {image_path}") from None
+            raise RowProblem("image_path", f"image file not found: {image_path}") from None
         except Exception as error:  # any failure to read a file is this row's problem, never the whole load's
-            raise _Problem("image_path", str(error) or f"{type(error).__name__} reading {image_path}") from None
+            raise RowProblem("image_path", str(error) or f"{type(error).__name__} reading {image_path}") from None
         try:
             row.pixel_digest, row.decode_seconds = decode_in_full(image_path, dicom_frame)
         except Exception as error:
-            raise _Problem("image_path", f"cannot decode image {image_path}: {error or type(error).__name__}") from None
+            raise RowProblem("image_path", f"cannot decode image {image_path}: {error or type(error).__name__}") from None
         if values["mask_path"] is not None:
             try:
                 mask = read_mask(values["mask_path"])
             except FileNotFoundError:
-                raise _Problem("mask_path", f"mask file not found: {values['mask_path']}") from None
+                raise RowProblem("mask_path", f"mask file not found: {values['mask_path']}") from None
             except Exception as error:
-                raise _Problem("mask_path", f"cannot read mask {values['mask_path']}: {error}") from None
+                raise RowProblem("mask_path", f"cannot read mask {values['mask_path']}: {error}") from None
             row.mask_digest = pixel_digest(mask)
             problem = mask_problem(mask, spec, width, height)
             if problem:
-                raise _Problem("mask_path", problem)
+                raise RowProblem("mask_path", problem)
         if values["boxes"] is not None:
             found = box_problem(values["boxes"][0], width, height)
             if found:
-                raise _Problem(_BOX_FIELDS[found[0]], found[1])
+                raise RowProblem(_BOX_FIELDS[found[0]], found[1])
         if values["points"] is not None:
             found = point_problem(values["points"], width, height)
             if found:
-                raise _Problem(f"point_{found[0] + 1}_xy", found[1])
+                raise RowProblem(f"point_{found[0] + 1}_xy", found[1])
         row.values = dict(values, task=task, image_path=image_path, bits_stored=bits, source=row.source,
                           csv_image_path=row.cells["image_path"], csv_mask_path=row.cells.get("mask_path") or None)
-    except _Problem as problem:
+    except RowProblem as problem:
         row.problem = problem
     return row
 
@@ -727,7 +532,7 @@ def _check_repeated_images(rows: list[_Row]) -> list[_Row]:
         if other_split is not None:
             for row in members:
                 other = other_split if row.split == first.split else first
-                row.problem = _Problem(
+                row.problem = RowProblem(
                     "image_path",
                     f"the same image (identical pixels) is in split '{row.split}' here and in split '{other.split}' at "
                     f"{other.csv_file}, line {other.line} ({other.values['image_path']}); an image in two splits leaks "
@@ -739,7 +544,7 @@ def _check_repeated_images(rows: list[_Row]) -> list[_Row]:
             for row in members:
                 other = clash if _label_difference(first, row) is None else first
                 name, what = _label_difference(other, row)
-                row.problem = _Problem(
+                row.problem = RowProblem(
                     name,
                     f"the same image (identical pixels) is listed for task '{row.values['task']}' at "
                     f"{other.csv_file}, line {other.line} with other labels ({what}); keep one row",
@@ -758,10 +563,6 @@ def _error(row: _Row, more: int = 0) -> FMCUIADataError:
 # ------------------------------------------------------------------------------------------------------
 # Public entry points
 
-
-def stored_column(dataset: datasets.Dataset, name: str) -> list:
-    """A column as stored (paths, not images), without running the decoding transform."""
-    return dataset.with_format(None)[name][:] if len(dataset) else []
 
 
 def load_report(dataset) -> dict:
@@ -911,7 +712,7 @@ def load_fmc_uia(
         "rows": {name: dict(sorted(Counter(row.values["task"] for row in kept[name]).items())) for name in splits},
         "skipped": skipped,
         "num_skipped": len(bad),
-        "problems": [str(_error(row)) for row in bad[:_MAX_REPORTED_PROBLEMS]],
+        "problems": [str(_error(row)) for row in bad[:MAX_REPORTED_PROBLEMS]],
         "skipped_csv_files": [os.path.relpath(path, root).replace(os.sep, "/") for path in empty_files],
         "duplicates_dropped": {
             name: dict(sorted(Counter(row.values["task"] for row in repeated if row.split == name).items())) for name in splits
@@ -919,7 +720,7 @@ def load_fmc_uia(
         "duplicate_rows": [
             f"{row.csv_file}, line {row.line} repeats {row.repeats.csv_file}, line {row.repeats.line} (task "
             f"'{row.values['task']}', same image and labels)"
-            for row in repeated[:_MAX_REPORTED_PROBLEMS]
+            for row in repeated[:MAX_REPORTED_PROBLEMS]
         ],
         # The rows of every split are checked, in threads: decode_seconds adds up the threads' time.
         "check": {

@@ -23,17 +23,18 @@ import datasets
 import numpy as np
 from PIL import Image
 
-from .fmc_uia import (
+from .checks import (
     IMAGE_MODES,
-    _Problem,
+    MAX_REPORTED_PROBLEMS,
     WIDE_MODES,
+    DataError,
+    RowProblem,
     box_problem,
     check_task_names,
     class_problem,
     decode_image,
     decode_label_arrays,
     image_header,
-    load_fmc_uia,
     mask_problem,
     mask_to_array,
     pixel_digest,
@@ -43,23 +44,20 @@ from .fmc_uia import (
     stored_column,
     to_uint16,
 )
+from .fmc_uia import load_fmc_uia
 
 logger = logging.getLogger(__name__)
 
 _SPLIT_ALIASES = {"val": ("validation", "valid"), "validation": ("val", "valid")}
 _CHUNK = 64
-_MAX_REPORTED_PROBLEMS = 50
 
 
-class HFFolderDataError(ValueError):
+class HFFolderDataError(DataError):
     """A problem in one row of a datasets folder: `path`, `split`, `row` (0-based index), `field`."""
 
     def __init__(self, path: str, split: str, row: int, field: str, problem: str, more: int = 0):
-        self.path, self.split, self.row, self.field, self.problem, self.more = path, split, row, field, problem, more
-        message = f"{path} [split '{split}'], row {row}, field '{field}': {problem}"
-        if more:
-            message += f" (and {more} more row(s) with problems; on_error='skip' drops and reports them)"
-        super().__init__(message)
+        self.path, self.split, self.row = path, split, row
+        super().__init__(f"{path} [split '{split}'], row {row}", field, problem, more)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -92,9 +90,9 @@ def _image_info(value, field: str) -> tuple[int, int, str]:
             raise ValueError(f"array of shape {array.shape} is not an (H, W) or (H, W, 3) image")
         return array.shape[1], array.shape[0], pixel_digest(array)
     except FileNotFoundError as error:
-        raise _Problem(field, f"file not found: {error.filename or value}") from None
+        raise RowProblem(field, f"file not found: {error.filename or value}") from None
     except (ValueError, OSError, ImportError) as error:
-        raise _Problem(field, f"cannot read image: {error}") from None
+        raise RowProblem(field, f"cannot read image: {error}") from None
 
 
 def _stored_mask(value) -> np.ndarray:
@@ -119,11 +117,11 @@ def _matrix(value, columns: int, field: str) -> np.ndarray:
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
-        raise _Problem(field, f"{value!r} is not a list of numbers") from None
+        raise RowProblem(field, f"{value!r} is not a list of numbers") from None
     if array.ndim != 2 or array.shape[1] != columns:
-        raise _Problem(field, f"expected shape (n, {columns}), got {array.shape}")
+        raise RowProblem(field, f"expected shape (n, {columns}), got {array.shape}")
     if not np.isfinite(array).all():
-        raise _Problem(field, "holds a non-finite number")
+        raise RowProblem(field, "holds a non-finite number")
     return array
 
 
@@ -132,18 +130,18 @@ def _matrix(value, columns: int, field: str) -> np.ndarray:
 
 
 def _check_row(row: dict, by_id) -> tuple[str, tuple]:
-    """Raise _Problem for the first problem in one row; returns (image digest, labels) of a good row, to find
+    """Raise RowProblem for the first problem in one row; returns (image digest, labels) of a good row, to find
     the same image listed twice or in two splits."""
     task = row.get("task")
     spec = by_id.get(task)
     if spec is None:
-        raise _Problem("task", f"unknown task {task!r}; valid task ids: {', '.join(by_id)}")
+        raise RowProblem("task", f"unknown task {task!r}; valid task ids: {', '.join(by_id)}")
 
     def value(name):
         if name not in row:
-            raise _Problem(name, f"column '{name}' is missing and task '{task}' ({spec.type}) needs it")
+            raise RowProblem(name, f"column '{name}' is missing and task '{task}' ({spec.type}) needs it")
         if row[name] is None:
-            raise _Problem(name, f"empty, but task '{task}' ({spec.type}) needs it")
+            raise RowProblem(name, f"empty, but task '{task}' ({spec.type}) needs it")
         return row[name]
 
     # Fields of other task types must be empty: a filled one means rows or columns were mixed up.
@@ -151,15 +149,15 @@ def _check_row(row: dict, by_id) -> tuple[str, tuple]:
            "regression": {"points"}}[spec.type]  # fmt: skip
     for name in ("label", "mask", "boxes", "class_labels", "points"):
         if name not in own and row.get(name) is not None:
-            raise _Problem(name, f"must be empty for a {spec.type} task ('{task}')")
+            raise RowProblem(name, f"must be empty for a {spec.type} task ('{task}')")
 
     if spec.type == "classification":
         label = value("label")
         if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
-            raise _Problem("label", f"{label!r} is not an integer class")
+            raise RowProblem("label", f"{label!r} is not an integer class")
         problem = class_problem(int(label), spec)
         if problem:
-            raise _Problem("label", problem)
+            raise RowProblem("label", problem)
         _, _, digest = _image_info(value("image"), "image")  # readable?
         return digest, ("label", int(label))
     width, height, digest = _image_info(value("image"), "image")
@@ -167,38 +165,38 @@ def _check_row(row: dict, by_id) -> tuple[str, tuple]:
         try:
             mask = _stored_mask(value("mask"))
         except FileNotFoundError as error:
-            raise _Problem("mask", f"file not found: {error.filename}") from None
+            raise RowProblem("mask", f"file not found: {error.filename}") from None
         except (ValueError, OSError) as error:
-            raise _Problem("mask", f"cannot read mask: {error}") from None
+            raise RowProblem("mask", f"cannot read mask: {error}") from None
         problem = mask_problem(mask, spec, width, height)
         if problem:
-            raise _Problem("mask", problem)
+            raise RowProblem("mask", problem)
         return digest, ("mask", pixel_digest(mask))
     if spec.type == "detection":
         boxes = _matrix(value("boxes"), 4, "boxes")
         if len(boxes) == 0:
-            raise _Problem("boxes", "no box")
+            raise RowProblem("boxes", "no box")
         for box in boxes:
             found = box_problem([float(v) for v in box], width, height)
             if found:
-                raise _Problem("boxes", found[1])
+                raise RowProblem("boxes", found[1])
         labels = list(value("class_labels"))
         if len(labels) != len(boxes):
-            raise _Problem("class_labels", f"{len(labels)} class labels for {len(boxes)} boxes")
+            raise RowProblem("class_labels", f"{len(labels)} class labels for {len(boxes)} boxes")
         for label in labels:
             if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
-                raise _Problem("class_labels", f"{label!r} is not an integer class")
+                raise RowProblem("class_labels", f"{label!r} is not an integer class")
             problem = class_problem(int(label), spec)
             if problem:
-                raise _Problem("class_labels", problem)
+                raise RowProblem("class_labels", problem)
         return digest, ("boxes", boxes.tolist(), [int(label) for label in labels])
     else:
         points = _matrix(value("points"), 2, "points")
         if len(points) != spec.num_points:
-            raise _Problem("points", f"{len(points)} points, but task '{task}' has {spec.num_points}")
+            raise RowProblem("points", f"{len(points)} points, but task '{task}' has {spec.num_points}")
         found = point_problem([(float(x), float(y)) for x, y in points], width, height)
         if found:
-            raise _Problem("points", f"point {found[0]}: {found[1]}")
+            raise RowProblem("points", f"point {found[0]}: {found[1]}")
         return digest, ("points", points.tolist())
 
 
@@ -214,10 +212,10 @@ def _check_split(raw: datasets.Dataset, indices: list[int], by_id, num_workers) 
             row = {name: batch[name][offset] for name in columns}
             try:
                 good[index] = _check_row(row, by_id)
-            except _Problem as problem:
+            except RowProblem as problem:
                 found.append((index, problem))
             except Exception as error:  # a malformed value: this row's problem, not the whole load's
-                found.append((index, _Problem("row", f"{type(error).__name__}: {error}")))
+                found.append((index, RowProblem("row", f"{type(error).__name__}: {error}")))
         return found, good
 
     chunks = [indices[i : i + _CHUNK] for i in range(0, len(indices), _CHUNK)]
@@ -244,7 +242,7 @@ def _undecoded(dataset: datasets.Dataset) -> datasets.Dataset:
 def _repeated_images(good: dict, split_order: list[str]) -> tuple[list, list]:
     """The same image (identical pixels) listed more than once for a task, as in `load_fmc_uia`: in two splits,
     or twice with other labels, every listing is a problem; twice with the same labels, the later ones are
-    duplicates. `good`: {(split, row): (task, digest, labels)}. Returns (problems as (split, row, _Problem,
+    duplicates. `good`: {(split, row): (task, digest, labels)}. Returns (problems as (split, row, RowProblem,
     task), duplicates as (split, row, first row, task))."""
     groups = defaultdict(list)
     for (split, index), (task, digest, labels) in sorted(good.items(), key=lambda item: (split_order.index(item[0][0]), item[0][1])):
@@ -258,7 +256,7 @@ def _repeated_images(good: dict, split_order: list[str]) -> tuple[list, list]:
         if other_split is not None:
             for split, index, _ in members:
                 other = other_split if split == first[0] else first
-                problem = _Problem("image", f"the same image (identical pixels) is in split '{split}' here and in split "
+                problem = RowProblem("image", f"the same image (identical pixels) is in split '{split}' here and in split "
                                             f"'{other[0]}' at row {other[1]}; an image in two splits leaks into "
                                             f"validation: keep it in one")
                 problems.append((split, index, problem, task))
@@ -267,7 +265,7 @@ def _repeated_images(good: dict, split_order: list[str]) -> tuple[list, list]:
         if clash is not None:
             for split, index, labels in members:
                 other = clash if labels == first[2] else first
-                problem = _Problem(labels[0], f"the same image (identical pixels) is listed for task '{task}' at row "
+                problem = RowProblem(labels[0], f"the same image (identical pixels) is listed for task '{task}' at row "
                                               f"{other[1]} with other labels; keep one row")
                 problems.append((split, index, problem, task))
             continue
@@ -395,13 +393,13 @@ def load_hf_folder(path, split: str | None = None, tasks=None, registry=None, on
         "tasks": sorted(wanted) if wanted is not None else None,
         "skipped": {name: dict(sorted(Counter(task for n, _, _, task in bad if n == name).items())) for name in parts},
         "num_skipped": len(bad),
-        "problems": [str(error(item)) for item in bad[:_MAX_REPORTED_PROBLEMS]],
+        "problems": [str(error(item)) for item in bad[:MAX_REPORTED_PROBLEMS]],
         "check": dict(check, wall_seconds=round(check["wall_seconds"], 3)),
         "duplicates_dropped": {
             name: dict(sorted(Counter(task for n, _, _, task in duplicates if n == name).items())) for name in parts
         },
         "duplicate_rows": [f"split '{n}' row {index} repeats row {first} (task '{task}', same image and labels)"
-                           for n, index, first, task in duplicates[:_MAX_REPORTED_PROBLEMS]],
+                           for n, index, first, task in duplicates[:MAX_REPORTED_PROBLEMS]],
     }
     if duplicates:
         logger.warning("datasets folder %s: dropped %d duplicate row(s); first: %s", path, len(duplicates),

@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fixtures import write_csv
+from fixtures import small_layout, write_csv
 from m2dino_training.data.fmc_uia import FMCUIADataError, format_load_report, load_fmc_uia, load_report, stored_column
-from test_fmc_uia import _small_layout
 
 
 def _layout(root):
     """_small_layout's four rows (one per task type) in csv_files/index.csv; returns (csv path, rows)."""
-    rows = _small_layout(root)
+    rows = small_layout(root)
     # distinct pixels per task image, so that only the duplicates a test writes are duplicates
     for value, relative in enumerate(("Detection/a.png", "Regression/a.png"), start=1):
         Image.fromarray(np.full((20, 30), value, dtype=np.uint8)).save(os.path.join(root, relative))

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fixtures import CSV_COLUMNS, EXAMPLE_FEATURES, read_csv, snapshot, write_challenge_layout, write_csv
+from fixtures import CSV_COLUMNS, read_csv, small_layout, snapshot, to_hf_dataset, write_challenge_layout, write_csv
+from m2dino_training.data import DataError
 from m2dino_training.data.fmc_uia import FMCUIADataError, load_fmc_uia, load_report, stored_column
 from m2dino_training.data.hf_folder import HFFolderDataError, load_data, load_hf_folder
 from modeling_m2dino.tasks import FMC_UIA_TASKS, TaskSpec
@@ -202,31 +203,8 @@ def test_task_filter_and_custom_registry(layout, tmp_path):
 # Bad rows: each problem names the CSV file, the line and the field
 
 
-def _small_layout(root):
-    """One good row per task type (plus a 4-class mask row) in csv_files/index.csv; returns the rows."""
-    for folder in ("Segmentation/Four", "Classification", "Detection", "Regression", "csv_files"):
-        os.makedirs(os.path.join(root, folder), exist_ok=True)
-    image = np.zeros((20, 30), dtype=np.uint8)
-    mask = np.zeros((20, 30), dtype=np.uint8)
-    mask[5:10, 5:10], mask[10:15, 10:20] = 2, 3
-    Image.fromarray(image).save(os.path.join(root, "Segmentation/Four/img.png"))
-    Image.fromarray(mask).save(os.path.join(root, "Segmentation/Four/mask.png"))
-    Image.fromarray(np.zeros((20, 30, 3), dtype=np.uint8)).save(os.path.join(root, "Classification/a.png"))
-    Image.fromarray(image).save(os.path.join(root, "Detection/a.png"))
-    Image.fromarray(image).save(os.path.join(root, "Regression/a.png"))
-    return [
-        {"image_path": "../Segmentation/Four/img.png", "mask_path": "../Segmentation/Four/mask.png",
-         "task_id": "cardiac_multi", "task_name": "segmentation"},
-        {"image_path": "../Classification/a.png", "task_id": "breast_3cls", "task_name": "classification", "mask": "2"},
-        {"image_path": "../Detection/a.png", "task_id": "thyroid_nodule_det", "task_name": "detection",
-         "x_min": "1", "y_min": "2", "x_max": "29", "y_max": "19.5"},
-        {"image_path": "../Regression/a.png", "task_id": "IUGC", "task_name": "Regression", "num_classes": "3",
-         "point_1_xy": "[1, 2]", "point_2_xy": "[3.5, 4]", "point_3_xy": "[29, 19]"},
-    ]  # fmt: skip
-
-
 def _write_bad(root, row_index, change, columns=CSV_COLUMNS):
-    rows = _small_layout(root)
+    rows = small_layout(root)
     change(rows[row_index], root)
     write_csv(os.path.join(root, "csv_files", "index.csv"), rows, columns)
     return os.path.join(root, "csv_files", "index.csv"), row_index + 2  # header is line 1
@@ -308,6 +286,7 @@ def test_bad_row_is_named_by_file_line_and_field(tmp_path, case):
     assert message.startswith(f"{csv_path}, line {line}, field '{field}': "), message
     assert fragment in message, message
     assert (caught.value.line, caught.value.field, caught.value.more) == (line, field, 0)
+    assert isinstance(caught.value, DataError) and caught.value.where == f"{csv_path}, line {line}"
 
 
 def test_missing_point_column(tmp_path):
@@ -327,7 +306,7 @@ def test_missing_class_column(tmp_path):
 
 def test_malformed_csv_rows(tmp_path):
     root = str(tmp_path)
-    rows = _small_layout(root)
+    rows = small_layout(root)
     path = os.path.join(root, "csv_files", "index.csv")
     write_csv(path, rows)
     with open(path, "a", encoding="utf-8") as handle:
@@ -348,7 +327,7 @@ def test_malformed_csv_rows(tmp_path):
 
 def test_sixteen_bit_png_and_dicom_frame_choice(tmp_path):
     root = str(tmp_path)
-    rows = _small_layout(root)
+    rows = small_layout(root)
     wide = (np.arange(20 * 30, dtype=np.uint16) * 97).reshape(20, 30)
     Image.fromarray(wide).save(os.path.join(root, "Classification/a.png"))  # a 16-bit grayscale PNG
     cine = np.stack([np.full((20, 30), v, dtype=np.uint8) for v in (10, 20, 30)])
@@ -370,7 +349,7 @@ def test_sixteen_bit_png_and_dicom_frame_choice(tmp_path):
 
 def test_first_problem_in_file_order_and_count_of_the_rest(tmp_path):
     root = str(tmp_path)
-    rows = _small_layout(root)
+    rows = small_layout(root)
     bad_class = dict(rows[1], mask="7")
     bad_box = dict(rows[2], x_max="0")
     # b.csv has a problem on line 2, a.csv on line 4: a.csv comes first.
@@ -451,27 +430,10 @@ def test_argument_errors(layout, tmp_path):
 # datasets folders
 
 
-def _to_hf(dataset):
-    """The loaded examples as a plain datasets.Dataset in the example schema (what a lab might save)."""
-    records = {name: [] for name in ("image", "task", "label", "mask", "boxes", "class_labels", "points", "bits_stored", "source")}
-    for example in dataset:
-        for name in records:
-            value = example[name]
-            if name == "mask" and value is not None:
-                value = Image.fromarray(value)
-            elif isinstance(value, np.ndarray) and name != "image":
-                value = value.tolist()
-            records[name].append(value)
-    features = datasets.Features(
-        {**EXAMPLE_FEATURES, "bits_stored": datasets.Value("int32"), "source": datasets.Value("string")}
-    )
-    return datasets.Dataset.from_dict(records, features=features)
-
-
 def test_hf_folder_round_trip_and_dispatch(layout, tmp_path):
     root, expected = layout
     loaded = load_fmc_uia(root)
-    saved = datasets.DatasetDict({name: _to_hf(loaded[name]) for name in loaded})
+    saved = datasets.DatasetDict({name: to_hf_dataset(loaded[name]) for name in loaded})
     folder = str(tmp_path / "saved")
     saved.save_to_disk(folder)
     before = snapshot(folder)
@@ -517,7 +479,7 @@ HF_BAD_CASES = {
 def test_hf_folder_bad_row_names_row_and_field(layout, tmp_path, case):
     root, _ = layout
     column, value, field, fragment = HF_BAD_CASES[case]
-    data = _to_hf(load_fmc_uia(root, split="val"))
+    data = to_hf_dataset(load_fmc_uia(root, split="val"))
     tasks = stored_column(data, "task")
     wanted_task = {"label": "breast_3cls", "boxes": "thyroid_nodule_det", "class_labels": "thyroid_nodule_det",
                    "points": "IUGC", "mask": "cardiac_multi", "task": "breast_3cls"}[column]  # fmt: skip
@@ -538,6 +500,8 @@ def test_hf_folder_bad_row_names_row_and_field(layout, tmp_path, case):
         load_hf_folder(str(tmp_path / "bad"))
     message = str(caught.value)
     assert message.startswith(f"{tmp_path / 'bad'} [split 'train'], row {index}, field '{field}': "), message
+    assert isinstance(caught.value, DataError)  # one class to catch, whichever reader
+    assert (caught.value.split, caught.value.row, caught.value.field) == ("train", index, field)
     assert fragment in message, message
     skipped = load_hf_folder(str(tmp_path / "bad"), on_error="skip", split="train")
     assert len(skipped) == len(data) - 1

@@ -1,4 +1,6 @@
-"""Writers for small on-disk fixtures: DICOM files built with pydicom, and the FMC_UIA challenge layout.
+"""Writers for small on-disk fixtures shared by the test files: DICOM files built with pydicom, the FMC_UIA
+challenge layout (a full one, and `small_layout`: one row per task type), and a loaded dataset saved back as
+a `datasets` folder. (pytest fixtures shared by several files are in `conftest.py`.)
 
 The tests write their data in exactly the formats labs have on disk, so the loaders are exercised on files,
 not on mocks.
@@ -251,3 +253,43 @@ def snapshot(root):
             info = os.stat(path)
             state[os.path.relpath(path, root)] = (info.st_size, info.st_mtime_ns)
     return state
+
+
+def small_layout(root):
+    """One good row per task type (plus a 4-class mask row) in csv_files/index.csv; returns the rows."""
+    for folder in ("Segmentation/Four", "Classification", "Detection", "Regression", "csv_files"):
+        os.makedirs(os.path.join(root, folder), exist_ok=True)
+    image = np.zeros((20, 30), dtype=np.uint8)
+    mask = np.zeros((20, 30), dtype=np.uint8)
+    mask[5:10, 5:10], mask[10:15, 10:20] = 2, 3
+    Image.fromarray(image).save(os.path.join(root, "Segmentation/Four/img.png"))
+    Image.fromarray(mask).save(os.path.join(root, "Segmentation/Four/mask.png"))
+    Image.fromarray(np.zeros((20, 30, 3), dtype=np.uint8)).save(os.path.join(root, "Classification/a.png"))
+    Image.fromarray(image).save(os.path.join(root, "Detection/a.png"))
+    Image.fromarray(image).save(os.path.join(root, "Regression/a.png"))
+    return [
+        {"image_path": "../Segmentation/Four/img.png", "mask_path": "../Segmentation/Four/mask.png",
+         "task_id": "cardiac_multi", "task_name": "segmentation"},
+        {"image_path": "../Classification/a.png", "task_id": "breast_3cls", "task_name": "classification", "mask": "2"},
+        {"image_path": "../Detection/a.png", "task_id": "thyroid_nodule_det", "task_name": "detection",
+         "x_min": "1", "y_min": "2", "x_max": "29", "y_max": "19.5"},
+        {"image_path": "../Regression/a.png", "task_id": "IUGC", "task_name": "Regression", "num_classes": "3",
+         "point_1_xy": "[1, 2]", "point_2_xy": "[3.5, 4]", "point_3_xy": "[29, 19]"},
+    ]  # fmt: skip
+
+
+def to_hf_dataset(dataset):
+    """The loaded examples as a plain datasets.Dataset in the example schema (what a lab might save)."""
+    records = {name: [] for name in ("image", "task", "label", "mask", "boxes", "class_labels", "points", "bits_stored", "source")}
+    for example in dataset:
+        for name in records:
+            value = example[name]
+            if name == "mask" and value is not None:
+                value = Image.fromarray(value)
+            elif isinstance(value, np.ndarray) and name != "image":
+                value = value.tolist()
+            records[name].append(value)
+    features = datasets.Features(
+        {**EXAMPLE_FEATURES, "bits_stored": datasets.Value("int32"), "source": datasets.Value("string")}
+    )
+    return datasets.Dataset.from_dict(records, features=features)
