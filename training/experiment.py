@@ -108,12 +108,27 @@ def models_of(paradigm: str, tasks: list[str], groups_file: str | None) -> list[
 
 
 def run_advisor(args, tasks) -> dict:
-    """The advisor's grouping (m2dino-advise), imported only when a study asks for it."""
+    """The advisor's grouping (m2dino-advise), imported only when a study asks for it. A resumed study reuses
+    the probe of the same request (data, tasks, seed) found in `<output_dir>/advise` instead of running it again."""
     try:
-        from .advise import advise
+        from .advise import REPORT_FILE, advise
     except ImportError as error:
         raise SystemExit(f"--paradigms advised needs --advised_groups FILE or m2dino-advise ({error})") from None
-    return advise(data=args.data, tasks=list(tasks), seed=0, output_dir=os.path.join(args.output_dir, "advise"))
+    folder = os.path.join(args.output_dir, "advise")
+    request = {"data": args.settings["data"], "tasks": list(tasks), "seed": 0}
+    request_file = os.path.join(folder, "request.json")
+    if os.path.exists(request_file) and os.path.exists(os.path.join(folder, REPORT_FILE)):
+        with open(request_file, encoding="utf-8") as f:
+            same_request = json.load(f) == request
+        if same_request:
+            with open(os.path.join(folder, REPORT_FILE), encoding="utf-8") as f:
+                report = json.load(f)
+            print(f"the advisor's probe: reused from {folder} (it took {report['cost_seconds']:.0f} s)", flush=True)
+            return report
+    report = advise(data=request["data"], tasks=request["tasks"], seed=request["seed"], output_dir=folder)
+    with open(request_file, "w", encoding="utf-8") as f:
+        json.dump(request, f)
+    return report
 
 
 def study_settings(args, passthrough, run_args) -> dict:

@@ -29,7 +29,7 @@ from .metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, normalized_score
 from .train import TaskSubset
 
 MIN_TRAIN_EXAMPLES = 4  # a task keeps at least this many training examples at any scale
-CACHE_VERSION = 1  # bump when a change to the protocol makes cached runs incomparable
+CACHE_VERSION = 2  # bump when a change to the protocol makes cached runs incomparable
 TYPE_COLOURS = {"segmentation": "tab:blue", "classification": "tab:orange", "detection": "tab:green", "regression": "tab:red"}
 PARADIGM_STYLES = {"cg": ("tab:purple", "o"), "au": ("tab:gray", "^"), "advised": ("tab:olive", "s")}
 
@@ -89,15 +89,17 @@ class ScaledTaskSubset(TaskSubset):
 class EarlyStopping(TrainerCallback):
     """Evaluate every `eval_every` steps; stop after `patience` evaluations without improvement.
 
-    The score is the Trainer's `eval_score` (mean normalised primary metric of the run's tasks on the
-    validation split, higher better). An improvement must exceed `min_delta`. The best weights are kept in
-    memory and restored with `restore_best`. `stopped_by` is "patience" or "cap" (the step cap was reached).
+    The score, higher better, is `score(metrics)` of each evaluation's metrics (default: the Trainer's
+    `eval_score`); the study passes `validation_score`. An improvement must exceed `min_delta`. The best
+    weights are kept in memory and restored with `restore_best`. `stopped_by` is "patience" or "cap" (the
+    step cap was reached).
     """
 
-    def __init__(self, eval_every: int, patience: int, min_delta: float = 0.0):
+    def __init__(self, eval_every: int, patience: int, min_delta: float = 0.0, score=None):
         if eval_every < 1 or patience < 1:
             raise ValueError(f"eval_every ({eval_every}) and patience ({patience}) must be at least 1")
         self.eval_every, self.patience, self.min_delta = eval_every, patience, min_delta
+        self.score = score or (lambda metrics: metrics["eval_score"])
         self.history: list[tuple[int, float]] = []
         self.best_score, self.best_step, self.best_state = -math.inf, 0, None
         self.evaluations_without_improvement = 0
@@ -109,7 +111,7 @@ class EarlyStopping(TrainerCallback):
         return control
 
     def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
-        score = float(metrics["eval_score"])
+        score = float(self.score(metrics))
         self.history.append((state.global_step, score))
         if score > self.best_score + self.min_delta or len(self.history) == 1:
             self.best_score, self.best_step = score, state.global_step
@@ -246,7 +248,8 @@ def train_run(spec: RunSpec, data: StudyData, run_args, training_args, fraction:
     train_dataset = ProcessedExamples(train_subset, processor, specs, augmenter, seed=spec.seed)
     val_sets = examples_by_task(data.val, spec.tasks, run_args.eval_examples_per_task)
     baseline_sets = examples_by_task(train_subset, spec.tasks, MAX_BASELINE_EXAMPLES)
-    stopper = EarlyStopping(protocol["eval_every"], protocol["patience"], protocol.get("min_delta", 0.0))
+    stopper = EarlyStopping(protocol["eval_every"], protocol["patience"], protocol.get("min_delta", 0.0),
+                            score=lambda metrics: validation_score(trainer.last_eval_results))
     training_args.seed = spec.seed
     training_args.max_steps = protocol["max_steps"]
     trainer = MultiTaskTrainer(
@@ -303,6 +306,13 @@ def task_score(result: dict) -> float:
         return normalized_score(task_type, metrics)  # NMRE: 1 - MRE / image diagonal
     reference = float(baseline[PRIMARY_METRIC[task_type]])
     return 1.0 - value / reference if reference > 0 else float(value == 0)
+
+
+def validation_score(results: dict) -> float:
+    """The early-stopping score of an evaluation (`evaluate_model`'s results): the mean `task_score` of its
+    tasks. Unlike the Trainer's `eval_score` it is not clipped at 0, so a task still worse than its baseline
+    (a regression task on a few images) shows its progress instead of a flat 0 that stops the run."""
+    return float(np.mean([task_score(result) for result in results["tasks"].values()]))
 
 
 def normalised_change(result: dict, reference: dict) -> float:

@@ -3,6 +3,8 @@ groups files. Only one test trains (a few tiny models); the others replace train
 
 import csv
 import json
+import os
+from types import SimpleNamespace
 import math
 
 import pytest
@@ -65,6 +67,21 @@ def test_early_stopping_min_delta_and_invalid_settings():
     assert drive(stopper, [0.5, 0.54, 0.549, 0.7], eval_every=1, max_steps=10) == 3  # +0.04, +0.049: no gain
     with pytest.raises(ValueError, match="patience"):
         study.EarlyStopping(eval_every=10, patience=0)
+
+
+def test_early_stopping_on_the_unclipped_validation_score_sees_progress_below_the_baseline():
+    def regression(mre):  # a regression task at a mean-point baseline MRE of 10 pixels
+        return {"type": "regression", "metrics": {"MRE": mre}, "baseline": {"MRE": 10.0}}
+
+    evaluations = iter([15.0, 12.0, 11.0, 9.0])  # worse than the baseline until the last evaluation
+
+    def validation(metrics):
+        return study.validation_score({"tasks": {"FUGC": regression(next(evaluations))}})
+
+    stopper = study.EarlyStopping(eval_every=1, patience=1, score=validation)
+    assert drive(stopper, [0.0] * 4, eval_every=1, max_steps=4) == 4  # the clipped eval_score (0.0) would stop at 2
+    assert stopper.best_step == 4 and stopper.best_score == pytest.approx(0.1)
+    assert [round(s, 3) for _, s in stopper.history] == [-0.5, -0.2, -0.1, 0.1]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -223,6 +240,27 @@ def test_the_report_gives_every_run_its_steps_and_stop_and_the_same_data_to_ever
     for name in ("per_task.csv", "per_group.csv", "per_type.csv", "summary.json", "change_vs_size.png",
                  "per_group_change.png", "per_type_change.png", "per_task_change.png"):
         assert (tmp_path / name).stat().st_size > 0, name
+
+
+def test_a_resumed_study_reuses_the_advisors_probe_of_the_same_request(tmp_path, monkeypatch):
+    from m2dino_training import advise as advise_module
+
+    calls = []
+
+    def probe(data, tasks, seed, output_dir):
+        calls.append(list(tasks))
+        os.makedirs(output_dir, exist_ok=True)
+        report = {"groups": {"all": list(tasks)}, "cost_seconds": 5.0, "tasks": list(tasks)}
+        with open(os.path.join(output_dir, advise_module.REPORT_FILE), "w") as f:
+            json.dump(report, f)
+        return report
+
+    monkeypatch.setattr(advise_module, "advise", probe)
+    args = SimpleNamespace(output_dir=str(tmp_path), settings={"data": "synthetic"})
+    first = experiment.run_advisor(args, ["FUGC", "lung"])
+    assert experiment.run_advisor(args, ["FUGC", "lung"]) == first and calls == [["FUGC", "lung"]]
+    experiment.run_advisor(args, ["FUGC", "breast_2cls"])  # another request probes again
+    assert calls == [["FUGC", "lung"], ["FUGC", "breast_2cls"]]
 
 
 def test_groups_files_round_trip_into_cg_and_advised_and_the_probe_cost_is_reported(tmp_path, monkeypatch):
