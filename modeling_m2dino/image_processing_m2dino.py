@@ -18,7 +18,7 @@ from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, ChannelDimension
 
-from .detection import DetectionType, corners_to_center
+from .detection import DetectionType, box_problem, corners_to_center
 from .regression import RegressionType
 
 try:
@@ -432,10 +432,9 @@ class M2DinoImageProcessor(BaseImageProcessor):
         boxes = boxes.reshape(-1, 4)
         height, width = original_size
         for box in boxes.tolist():
-            if not all(np.isfinite(box)) or box[2] <= box[0] or box[3] <= box[1]:
-                raise ValueError(f"boxes of image {index} need x_max > x_min and y_max > y_min, got {box}")
-            if box[0] < 0 or box[1] < 0 or box[2] > width or box[3] > height:
-                raise ValueError(f"box {box} of image {index} lies outside the {width}x{height} image (width x height)")
+            problem = box_problem(box, width, height)
+            if problem is not None:
+                raise ValueError(f"boxes of image {index}: {problem[1]}")
         scale = torch.tensor([width, height, width, height], dtype=torch.float32)
         return corners_to_center(boxes / scale)
 

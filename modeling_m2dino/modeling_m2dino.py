@@ -466,13 +466,9 @@ class M2DinoForMultiTask(M2DinoPreTrainedModel):
     def per_sample_predictions(self, task_outputs, task_ids, outputs: M2DinoModelOutput, image_size) -> dict:
         """`task_outputs` as one row per sample, padded to a layout fixed by the task list (see `per_sample.py`)."""
         served = [task for task in self.config.task_specs if task.id in self.heads]
-        # Cached per image size and task list (a task added later changes it); not part of the model's state.
-        layouts = self.__dict__.setdefault("_prediction_layouts", {})
-        key = (image_size, tuple((task.id, task.type, task.num_outputs) for task in served))
-        if key not in layouts:
-            layouts[key] = prediction_layout(self.run_head, served, TASK_TYPE_IMPLEMENTATIONS, outputs)
+        layout = prediction_layout(served, TASK_TYPE_IMPLEMENTATIONS, self.config, image_size)
         return per_sample_predictions(
-            task_outputs, task_ids, served, TASK_TYPE_IMPLEMENTATIONS, layouts[key], outputs.pooler_output.dtype
+            task_outputs, task_ids, served, TASK_TYPE_IMPLEMENTATIONS, layout, outputs.pooler_output.dtype
         )
 
 

@@ -98,7 +98,7 @@ def test_processor_round_trips_and_matches_config(tmp_path):
         (lambda p: p(np.zeros((6, 6, 5), np.uint8)), "1, 3 or 4 channels"),
         (lambda p: p(np.full((4, 4), np.nan, np.float32)), "NaN"),
         (lambda p: p(np.zeros((8, 8), np.uint8), masks=np.zeros((4, 4))), "mask 0 has shape"),
-        (lambda p: p(np.zeros((8, 8), np.uint8), boxes=[[5, 1, 2, 4]]), "x_max > x_min"),
+        (lambda p: p(np.zeros((8, 8), np.uint8), boxes=[[5, 1, 2, 4]]), r"boxes of image 0: x_max 2.0 <= x_min 5.0"),
         (lambda p: p(np.zeros((8, 8), np.uint8), points=[[1, 2, 3]]), r"\(P, 2\)"),
         (lambda p: p("image.png"), "unsupported image type"),
     ],
@@ -265,9 +265,9 @@ def test_labels_that_do_not_match_their_images_are_refused(processor):
     with pytest.raises(ValueError, match="mask 0 holds non-integer values"):
         processor(images[0], masks=np.full((8, 8), 0.5))
     # a box outside its image is an error, not a box clamped to a wrong or empty one
-    with pytest.raises(ValueError, match=r"box \[2.0, 2.0, 8.0, 9.0\] of image 1 lies outside the 6x10 image"):
+    with pytest.raises(ValueError, match=r"boxes of image 1: box \[2.0, 2.0, 8.0, 9.0\] lies outside the 6x10 image"):
         processor(images, boxes=[[[1, 1, 4, 4]], [[2, 2, 8, 9]]])
-    with pytest.raises(ValueError, match="of image 0 lies outside the 8x8 image"):
+    with pytest.raises(ValueError, match=r"boxes of image 0: box .* lies outside the 8x8 image"):
         processor(images[0], boxes=[[20, 20, 30, 30]])
     with pytest.raises(ValueError, match=r"point \[9.0, 1.0\] of image 0 lies outside the 8x8 image"):
         processor(images[0], points=[[9, 1]])
