@@ -3,6 +3,10 @@
 Data flow: pixel values -> DINOv3 embeddings (class, register and patch tokens; RoPE) -> encoder layers, the
 MoE layers routing by task -> final norm -> a spatial feature map (and multi-level maps) -> the head of each
 sample's task. Task types (segmentation, classification, detection, regression) live one per module.
+
+This module holds the layers and the model classes; the jobs around them have modules of their own: saving the
+code beside the weights (`remote_code.py`), the checks of saving and loading (`loading_checks.py`), upcycling
+DINOv3 (`upcycling.py`), the all-task fast path (`all_tasks.py`) and pixel scaling (the image processor).
 """
 
 import os
