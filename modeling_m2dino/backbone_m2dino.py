@@ -13,12 +13,14 @@ import os
 import torch
 from torch import nn
 from transformers import AutoBackbone
-from transformers.backbone_utils import BackboneMixin
+from transformers.backbone_utils import BackboneMixin, filter_output_hidden_states
 from transformers.modeling_outputs import BackboneOutput
 from transformers.models.auto.auto_factory import _BaseAutoModelClass
 from transformers.utils import logging as hf_logging
+from transformers.utils.generic import can_return_tuple
 
 from .configuration_m2dino import M2DinoConfig
+from .loading_checks import load_report_replaced
 from .modeling_m2dino import M2DinoModel, M2DinoPreTrainedModel
 
 logger = hf_logging.get_logger(__name__)
@@ -92,52 +94,37 @@ class M2DinoBackbone(BackboneMixin, M2DinoPreTrainedModel):
         """The stride of each returned feature map, in pixels of the input image."""
         return list(PYRAMID_STRIDES)
 
+    @can_return_tuple
+    @filter_output_hidden_states
     def forward(
         self,
         pixel_values: torch.Tensor,
         tasks: str | list[str] | None = None,
         task_ids: torch.LongTensor | None = None,
-        bits_stored: int | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
+        **kwargs,
     ) -> BackboneOutput:
-        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        # Stage maps come from the hidden states (stage 0 = embeddings output, stage N = output of layer N).
-        outputs = self.m2dino(
-            pixel_values, tasks=tasks, task_ids=task_ids, bits_stored=bits_stored,
-            output_hidden_states=True, output_attentions=output_attentions,
-        )
-        batch_size, _, height, width = pixel_values.shape
-        grid = (height // self.config.patch_size, width // self.config.patch_size)
+        # Stage maps come from the hidden states (stage 0 = embeddings output, stage N = output of layer N), which
+        # `filter_output_hidden_states` always asks for and returns only when the call or config does.
+        outputs = self.m2dino(pixel_values, tasks=tasks, task_ids=task_ids, return_dict=True, **kwargs)
+        grid = (pixel_values.shape[-2] // self.config.patch_size, pixel_values.shape[-1] // self.config.patch_size)
         prefix = 1 + self.config.num_register_tokens
         stage_maps = tuple(
             self.m2dino.tokens_to_map(self.m2dino.norm(outputs.hidden_states[index]), prefix, grid)
             for index in self.out_indices
         )
-        feature_maps = self.pyramid(stage_maps)
-        hidden_states = outputs.hidden_states if output_hidden_states else None
-        attentions = outputs.attentions if output_attentions else None
-        if not return_dict:
-            return tuple(v for v in (feature_maps, hidden_states, attentions) if v is not None)
-        return BackboneOutput(feature_maps=feature_maps, hidden_states=hidden_states, attentions=attentions)
+        return BackboneOutput(
+            feature_maps=self.pyramid(stage_maps), hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """Loads the encoder of any saved M2DINO folder (an error if it lacks an encoder weight) and initialises
-        the feature pyramid when the folder has none (a folder saved by `M2DinoModel` or a head class)."""
+        """Loads the encoder of any saved M2DINO folder with the checks of every M2DINO class (safetensors only,
+        the task list of the weights), an error if it lacks an encoder weight, and initialises the feature pyramid
+        when the folder has none (a folder saved by `M2DinoModel` or a head class)."""
         want_info = kwargs.pop("output_loading_info", False)
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # the message below replaces the generic load report
-        try:
-            # PreTrainedModel's loader: the pyramid's weights may be missing, the encoder's may not (checked here).
-            model, info = super(M2DinoPreTrainedModel, cls).from_pretrained(
-                pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
-            )
-        finally:
-            hf_logging.set_verbosity(verbosity)
+        # The messages below replace transformers' load report, which would list the new pyramid as missing.
+        with load_report_replaced(cls.__name__):
+            model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
         missing_encoder = sorted(k for k in info["missing_keys"] if not k.startswith("pyramid."))
         if missing_encoder:
             raise ValueError(

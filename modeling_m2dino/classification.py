@@ -45,6 +45,11 @@ class ClassificationType:
     output_field = "logits"
 
     @staticmethod
+    def output_shapes(config, task, image_size: tuple[int, int]) -> dict[str, tuple[int, ...]]:
+        """Per-sample shape of each head output field."""
+        return {"logits": (task.num_classes,)}
+
+    @staticmethod
     def stack_labels(samples: list[dict], task, image_size: tuple[int, int]) -> torch.Tensor:
         """Per-sample `{"class_labels": int}` -> LongTensor (B,)."""
         values = []

@@ -1,6 +1,7 @@
 """M2DINO configuration: a DINOv3 ViT backbone, a task-conditioned MoE in its last layers, and a task registry."""
 
 from transformers import DINOv3ViTConfig
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from .tasks import TaskSpec, default_tasks
 
@@ -81,9 +82,11 @@ class M2DinoConfig(DINOv3ViTConfig):
         detection_num_queries (`int`, *optional*, defaults to 1):
             Box queries per image of the detection heads.
         image_mean (`list[float]`, *optional*, defaults to `[0.485, 0.456, 0.406]`):
-            Per-channel mean that integer pixel values given to the model are normalised with.
+            Per-channel mean the image processor built by `M2DinoImageProcessor.from_config` normalises with
+            (transformers' ImageNet mean).
         image_std (`list[float]`, *optional*, defaults to `[0.229, 0.224, 0.225]`):
-            Per-channel standard deviation that integer pixel values given to the model are normalised with.
+            Per-channel standard deviation the image processor built by `M2DinoImageProcessor.from_config`
+            normalises with (transformers' ImageNet standard deviation).
         out_indices / out_features (*optional*):
             The four encoder stages `M2DinoBackbone` turns into a feature pyramid (strides 4, 8, 16, 32). Default to
             the stages of `feature_layers`.
@@ -147,39 +150,52 @@ class M2DinoConfig(DINOv3ViTConfig):
             raise ValueError(f"feature_layers {self.feature_layers} must lie in 0..{num_layers - 1}")
         if self.tasks is None:
             self.tasks = default_tasks()
-        specs = [t if isinstance(t, TaskSpec) else TaskSpec.from_dict(dict(t)) for t in self.tasks]
-        ids = [t.id for t in specs]
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})
-        if duplicates:
-            raise ValueError(f"task ids must be unique; repeated: {duplicates}")
-        if not specs:
-            raise ValueError("a model needs at least one task")
-        self.tasks = [t.to_dict() for t in specs]
         if self.default_task is None:
-            self.default_task = ids[0]
-        if self.default_task not in ids:
-            raise ValueError(f"default_task {self.default_task!r} is not a task of this model; valid: {ids}")
+            self.default_task = self.task_ids[0]
+        if self.default_task not in self.task_index:
+            raise ValueError(f"default_task {self.default_task!r} is not a task of this model; valid: {self.task_ids}")
         if self.image_mean is None:
-            self.image_mean = [0.485, 0.456, 0.406]
+            self.image_mean = list(IMAGENET_DEFAULT_MEAN)
         if self.image_std is None:
-            self.image_std = [0.229, 0.224, 0.225]
+            self.image_std = list(IMAGENET_DEFAULT_STD)
         if all(value is None for value in (kwargs.get("out_indices"), kwargs.get("out_features"), self._out_indices, self._out_features)):
             # M2DinoBackbone's stages default to the feature layers (stage 0 is the embeddings, stage N layer N's output).
             kwargs["out_indices"] = [layer + 1 for layer in self.feature_layers]
         super().__post_init__(**kwargs)
 
+    def __setattr__(self, key, value):
+        # `tasks` is stored as plain dicts (what config.json holds) and parsed once here, whenever it is set, so
+        # that `task_specs`, `task_ids` and `task_index` never rebuild TaskSpecs from dicts.
+        if key == "tasks" and value is not None:
+            specs = parse_tasks(value)
+            super().__setattr__("_task_specs", specs)
+            super().__setattr__("_task_index", {task.id: row for row, task in enumerate(specs)})
+            value = [task.to_dict() for task in specs]
+        super().__setattr__(key, value)
+
+    def to_dict(self):
+        output = super().to_dict()
+        for parsed in ("_task_specs", "_task_index"):  # the parsed forms of `tasks`, which is saved
+            output.pop(parsed, None)
+        return output
+
     @property
     def task_specs(self) -> list[TaskSpec]:
-        return [TaskSpec.from_dict(t) for t in self.tasks]
+        """The tasks, in router row order (a new list of the parsed TaskSpecs)."""
+        return list(self._task_specs)
 
     @property
     def task_ids(self) -> list[str]:
-        return [t["id"] for t in self.tasks]
+        return [task.id for task in self._task_specs]
+
+    @property
+    def task_index(self) -> dict[str, int]:
+        """Task id -> its router row."""
+        return self._task_index
 
     def task(self, task_id: str) -> TaskSpec:
-        for entry in self.tasks:
-            if entry["id"] == task_id:
-                return TaskSpec.from_dict(entry)
+        if task_id in self._task_index:
+            return self._task_specs[self._task_index[task_id]]
         raise ValueError(f"unknown task {task_id!r}; this model's tasks: {', '.join(self.task_ids)}")
 
     @classmethod
@@ -188,6 +204,18 @@ class M2DinoConfig(DINOv3ViTConfig):
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})
+
+
+def parse_tasks(entries) -> tuple[TaskSpec, ...]:
+    """TaskSpecs (or their dicts) -> checked TaskSpecs: at least one, ids unique."""
+    specs = tuple(t if isinstance(t, TaskSpec) else TaskSpec.from_dict(dict(t)) for t in entries)
+    ids = [t.id for t in specs]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ValueError(f"task ids must be unique; repeated: {duplicates}")
+    if not specs:
+        raise ValueError("a model needs at least one task")
+    return specs
 
 
 __all__ = ["M2DinoConfig", "PRESETS", "ROUTER_MODES"]

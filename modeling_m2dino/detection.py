@@ -48,6 +48,22 @@ def corners_to_center(boxes: torch.Tensor) -> torch.Tensor:
     return torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], dim=-1)
 
 
+def box_problem(box, width: float, height: float) -> tuple[int, str] | None:
+    """Why a box (x_min, y_min, x_max, y_max) in pixels of a `width` x `height` image is not a valid label, with the
+    index of the offending coordinate; None for a valid box: finite, not empty, inside the image (borders included)."""
+    x_min, y_min, x_max, y_max = box
+    if not all(np.isfinite(v) for v in box):
+        return next(i for i, v in enumerate(box) if not np.isfinite(v)), f"box {list(box)} is not finite"
+    if x_max <= x_min:
+        return 2, f"x_max {x_max} <= x_min {x_min}"
+    if y_max <= y_min:
+        return 3, f"y_max {y_max} <= y_min {y_min}"
+    for index, (value, limit) in enumerate(zip(box, (width, height, width, height))):
+        if value < 0 or value > limit:
+            return index, f"box {list(box)} lies outside the {width}x{height} image (width x height)"
+    return None
+
+
 def generalized_box_iou(boxes_a: torch.Tensor, boxes_b: torch.Tensor) -> torch.Tensor:
     """Pairwise GIoU of corner boxes (N, 4) x (M, 4) -> (N, M)."""
     area_a = (boxes_a[:, 2] - boxes_a[:, 0]).clamp(min=0) * (boxes_a[:, 3] - boxes_a[:, 1]).clamp(min=0)
@@ -129,6 +145,13 @@ class DetectionType:
     head_class = M2DinoDetectionHead
     output_class = M2DinoObjectDetectionOutput
     output_field = ("logits", "pred_boxes", "attention_maps")
+
+    @staticmethod
+    def output_shapes(config, task, image_size: tuple[int, int]) -> dict[str, tuple[int, ...]]:
+        """Per-sample shape of each head output field: per query, class logits with "no object" last, a box, and
+        its attention over the patch grid."""
+        queries, grid = config.detection_num_queries, (image_size[0] // config.patch_size, image_size[1] // config.patch_size)
+        return {"logits": (queries, task.num_classes + 1), "pred_boxes": (queries, 4), "attention_maps": (queries, *grid)}
 
     @staticmethod
     def stack_labels(samples: list[dict], task, image_size: tuple[int, int]) -> list[dict]:
@@ -252,6 +275,7 @@ __all__ = [
     "M2DinoObjectDetectionOutput",
     "M2DinoDetectionHead",
     "DetectionType",
+    "box_problem",
     "center_to_corners",
     "corners_to_center",
     "generalized_box_iou",

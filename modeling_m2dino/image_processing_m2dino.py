@@ -4,9 +4,9 @@ model's outputs -> masks, boxes and landmarks in original-image pixels.
 Geometry: every image is resized to a square of `size`; boxes become normalised (cx, cy, w, h) and points
 normalised (x, y), both relative to the processed image, so mapping back only needs each original size.
 
-Pixel values: the one rule for integer images lives here (`integer_image_to_unit_range`), and the model's
-`prepare_pixel_values` calls it for integer tensors, so a 12-bit DICOM frame or a 16-bit PNG is scaled the same way
-wherever it enters. Float images must already lie in [0, 1] unless the caller states their range (`input_range`).
+Pixel values: the one rule for integer images lives here (`integer_image_to_unit_range`); the model takes only the
+normalised float output and refuses integer tensors. Float images must already lie in [0, 1] unless the caller states
+their range (`input_range`).
 """
 
 from typing import TypedDict
@@ -16,9 +16,9 @@ import torch
 from torch.nn import functional as F
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
-from transformers.image_utils import ChannelDimension
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, ChannelDimension
 
-from .detection import DetectionType, corners_to_center
+from .detection import DetectionType, box_problem, corners_to_center
 from .regression import RegressionType
 
 try:
@@ -27,9 +27,6 @@ except ImportError:  # releases before `return_segmentation_scores` existed
 
     class SemanticSegmentationPostProcessorOutput(BatchFeature):
         """`segmentation` (H, W) and `segmentation_scores` (num_labels, H, W) of one image."""
-
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
 
 # PIL modes holding more than 8 bits per pixel: "I;16*" are 16-bit, "I" is int32 (how Pillow opens most 16-bit PNGs).
 PIL_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -278,8 +275,8 @@ class M2DinoImageProcessor(BaseImageProcessor):
         self.size = {"height": side, "width": side}
         self.do_resize = do_resize
         self.do_normalize = do_normalize
-        self.image_mean = self._as_channel_list(image_mean if image_mean is not None else IMAGENET_MEAN, "image_mean")
-        self.image_std = self._as_channel_list(image_std if image_std is not None else IMAGENET_STD, "image_std")
+        self.image_mean = self._as_channel_list(image_mean if image_mean is not None else IMAGENET_DEFAULT_MEAN, "image_mean")
+        self.image_std = self._as_channel_list(image_std if image_std is not None else IMAGENET_DEFAULT_STD, "image_std")
         self.do_convert_rgb = do_convert_rgb
         if auto_map is not None:  # kept through a save/load round trip, so the reloaded processor saves the same map
             self.auto_map = auto_map
@@ -435,10 +432,9 @@ class M2DinoImageProcessor(BaseImageProcessor):
         boxes = boxes.reshape(-1, 4)
         height, width = original_size
         for box in boxes.tolist():
-            if not all(np.isfinite(box)) or box[2] <= box[0] or box[3] <= box[1]:
-                raise ValueError(f"boxes of image {index} need x_max > x_min and y_max > y_min, got {box}")
-            if box[0] < 0 or box[1] < 0 or box[2] > width or box[3] > height:
-                raise ValueError(f"box {box} of image {index} lies outside the {width}x{height} image (width x height)")
+            problem = box_problem(box, width, height)
+            if problem is not None:
+                raise ValueError(f"boxes of image {index}: {problem[1]}")
         scale = torch.tensor([width, height, width, height], dtype=torch.float32)
         return corners_to_center(boxes / scale)
 

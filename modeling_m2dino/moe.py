@@ -58,7 +58,8 @@ class TaskConditionedMoE(nn.Module):
             weights = weights / weights.sum(dim=-1, keepdim=True)
         return weights, indices
 
-    def forward(self, hidden_states: torch.Tensor, task_ids: torch.LongTensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, hidden_states: torch.Tensor, task_ids: torch.LongTensor) -> torch.Tensor:
+        """The mixed expert outputs; the router logits are recorded from the router (`output_router_logits`)."""
         batch_size, num_tokens, hidden_size = hidden_states.shape
         router_logits = self.router(hidden_states, task_ids)
         weights, indices = self.route(router_logits)
@@ -67,8 +68,7 @@ class TaskConditionedMoE(nn.Module):
             indices = indices[:, None, :].expand(-1, num_tokens, -1)
         tokens = hidden_states.reshape(-1, hidden_size)
         output = dispatch_to_experts(tokens, weights.reshape(-1, self.top_k), indices.reshape(-1, self.top_k), self.experts)
-        return output.view(batch_size, num_tokens, hidden_size), router_logits
-
+        return output.view(batch_size, num_tokens, hidden_size)
 
     def forward_all_tasks(self, hidden_states: torch.Tensor, task_ids: torch.LongTensor) -> torch.Tensor:
         """The layer's output for one shared input under each task of `task_ids`: (tasks, batch, tokens, hidden).
@@ -181,4 +181,17 @@ def router_z_loss(router_logits: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack([torch.logsumexp(logits.float(), dim=-1).pow(2).mean() for logits in router_logits]).mean()
 
 
-__all__ = ["M2DinoTaskRouter", "TaskConditionedMoE", "dispatch_to_experts", "load_balancing_loss", "router_z_loss"]
+def router_loss(router_logits: tuple[torch.Tensor, ...], config) -> torch.Tensor:
+    """The routers' auxiliary training loss: the weighted load-balancing loss plus the weighted z-loss."""
+    balance = load_balancing_loss(router_logits, config.num_experts, config.num_experts_per_tok)
+    return config.router_aux_loss_coef * balance + config.router_z_loss_coef * router_z_loss(router_logits)
+
+
+__all__ = [
+    "M2DinoTaskRouter",
+    "TaskConditionedMoE",
+    "dispatch_to_experts",
+    "load_balancing_loss",
+    "router_loss",
+    "router_z_loss",
+]

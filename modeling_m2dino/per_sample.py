@@ -136,19 +136,13 @@ def per_sample_predictions(task_outputs: dict, task_indices: torch.Tensor, specs
     return predictions
 
 
-def prediction_layout(run_head, specs, impls, batch_outputs) -> dict:
+def prediction_layout(specs, impls, config, image_size: tuple[int, int]) -> dict:
     """`<type>_<field>` -> the per-sample shape its rows are padded to: per dimension the largest over the tasks
-    of that type, found by running each task's head once on one zero sample of this image size."""
+    of that type, from each type's `output_shapes` for this image size."""
     layout = {}
-    first = torch.zeros(1, dtype=torch.long, device=batch_outputs.pooler_output.device)
-    zero_outputs = type(batch_outputs)(
-        feature_maps=tuple(torch.zeros_like(level[:1]) for level in batch_outputs.feature_maps),
-        pooler_output=torch.zeros_like(batch_outputs.pooler_output[:1]),
-    )
     for task in specs:
-        output, _ = run_head(task, zero_outputs, first)
-        for field in output_fields(impls[task.type]):
-            key, shape = f"{task.type}_{field}", tuple(output[field].shape[1:])
+        for field, shape in impls[task.type].output_shapes(config, task, image_size).items():
+            key = f"{task.type}_{field}"
             layout[key] = tuple(max(a, b) for a, b in zip(layout.get(key, shape), shape))
     return layout
 

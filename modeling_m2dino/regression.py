@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers.utils import ModelOutput
 
-from .segmentation import conv_block
+from .feature_fusion import MultiLevelFusionHead, conv_block
 
 
 @dataclass
@@ -54,19 +54,17 @@ def gaussian_targets(points: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
     return bumps / bumps.sum(-1, keepdim=True)
 
 
-class M2DinoKeypointHead(nn.Module):
+class M2DinoKeypointHead(MultiLevelFusionHead):
     """Fuses the multi-level feature maps and predicts one heatmap per landmark at stride 8."""
 
     def __init__(self, config, task):
-        super().__init__()
+        super().__init__(config)
         width = config.decoder_hidden_size
-        self.level_projections = nn.ModuleList(nn.Conv2d(config.hidden_size, width, 1) for _ in config.feature_layers)
-        self.fuse = conv_block(width, width)
         self.upsample_block = conv_block(width, width)
         self.heatmap = nn.Conv2d(width, task.num_points, 1)
 
     def forward(self, feature_maps: tuple[torch.Tensor, ...], pooled_output: torch.Tensor):
-        hidden = self.fuse(sum(project(level) for project, level in zip(self.level_projections, feature_maps)))
+        hidden = self.fuse_levels(feature_maps)
         hidden = self.upsample_block(F.interpolate(hidden, scale_factor=2, mode="bilinear", align_corners=False))
         heatmaps = self.heatmap(hidden)
         return soft_argmax(heatmaps), heatmaps
@@ -79,6 +77,12 @@ class RegressionType:
     head_class = M2DinoKeypointHead
     output_class = M2DinoKeypointDetectionOutput
     output_field = ("keypoints", "heatmaps")
+
+    @staticmethod
+    def output_shapes(config, task, image_size: tuple[int, int]) -> dict[str, tuple[int, ...]]:
+        """Per-sample shape of each head output field: points, and heatmaps at stride 8."""
+        heatmap = (2 * (image_size[0] // config.patch_size), 2 * (image_size[1] // config.patch_size))
+        return {"keypoints": (task.num_points, 2), "heatmaps": (task.num_points, *heatmap)}
 
     @staticmethod
     def stack_labels(samples: list[dict], task, image_size: tuple[int, int]) -> torch.Tensor:

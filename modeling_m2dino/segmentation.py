@@ -8,6 +8,8 @@ from torch import nn
 from torch.nn import functional as F
 from transformers.modeling_outputs import SemanticSegmenterOutput
 
+from .feature_fusion import MultiLevelFusionHead, conv_block
+
 
 @dataclass
 class M2DinoSemanticSegmenterOutput(SemanticSegmenterOutput):
@@ -18,29 +20,17 @@ class M2DinoSemanticSegmenterOutput(SemanticSegmenterOutput):
     indices: torch.LongTensor | None = None  # batch positions of these samples (M2DinoForMultiTask)
 
 
-def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
-    groups = 8 if out_channels % 8 == 0 else 1
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.GroupNorm(groups, out_channels), nn.GELU()
-    )
-
-
-class M2DinoSegmentationHead(nn.Module):
+class M2DinoSegmentationHead(MultiLevelFusionHead):
     """Fuses the multi-level feature maps (all at stride 16) and upsamples twice to stride 4."""
 
     def __init__(self, config, task):
-        super().__init__()
+        super().__init__(config)
         width = config.decoder_hidden_size
-        self.level_projections = nn.ModuleList(
-            nn.Conv2d(config.hidden_size, width, 1) for _ in config.feature_layers
-        )
-        self.fuse = conv_block(width, width)
         self.upsample_blocks = nn.ModuleList(conv_block(width, width) for _ in range(2))
         self.classifier = nn.Conv2d(width, task.num_classes, 1)
 
     def forward(self, feature_maps: tuple[torch.Tensor, ...], pooled_output: torch.Tensor) -> torch.Tensor:
-        fused = sum(project(level) for project, level in zip(self.level_projections, feature_maps))
-        hidden = self.fuse(fused)
+        hidden = self.fuse_levels(feature_maps)
         for block in self.upsample_blocks:
             hidden = block(F.interpolate(hidden, scale_factor=2, mode="bilinear", align_corners=False))
         return self.classifier(hidden)
@@ -53,6 +43,11 @@ class SegmentationType:
     head_class = M2DinoSegmentationHead
     output_class = M2DinoSemanticSegmenterOutput
     output_field = "logits"
+
+    @staticmethod
+    def output_shapes(config, task, image_size: tuple[int, int]) -> dict[str, tuple[int, ...]]:
+        """Per-sample shape of each head output field: logits at stride 4."""
+        return {"logits": (task.num_classes, 4 * (image_size[0] // config.patch_size), 4 * (image_size[1] // config.patch_size))}
 
     @staticmethod
     def stack_labels(samples: list[dict], task, image_size: tuple[int, int]) -> torch.Tensor:

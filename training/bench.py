@@ -42,6 +42,7 @@ import transformers
 from transformers import DINOv3ViTConfig, DINOv3ViTModel
 
 from modeling_m2dino import M2DinoConfig, M2DinoForMultiTask, M2DinoModel
+from modeling_m2dino.moe import router_loss
 
 ROUTER_MODES = ("task", "token")
 # The dense model copies these from the M2DINO config, so both have the same backbone shape.
@@ -150,8 +151,8 @@ def training_step(model, setup: Setup, task_ids=None):
             output = model(setup.pixel_values)
             loss = output.last_hidden_state.float().pow(2).mean()
         else:
-            output = model(setup.pixel_values, task_ids=task_ids)
-            loss = output.last_hidden_state.float().pow(2).mean() + output.aux_loss
+            output = model(setup.pixel_values, task_ids=task_ids, output_router_logits=True)
+            loss = output.last_hidden_state.float().pow(2).mean() + router_loss(output.router_logits, model.config)
     loss.backward()
     return loss.detach()
 

@@ -8,6 +8,7 @@ import torch
 from conftest import tiny_config
 from safetensors.torch import load_file, save_file
 from transformers import AutoBackbone, UperNetConfig, UperNetForSemanticSegmentation
+from transformers.utils import logging as hf_logging
 
 import modeling_m2dino as m2dino
 
@@ -95,3 +96,24 @@ def test_upernet_of_transformers_sits_on_the_backbone(saved_multitask):
     outputs.loss.backward()
     assert upernet.backbone.m2dino.embeddings.patch_embeddings.weight.grad.abs().sum() > 0
     assert upernet.backbone.pyramid.levels[0][0].weight.grad.abs().sum() > 0
+
+
+def test_backbone_loading_checks_the_task_list_like_every_class(saved_multitask):
+    path, _ = saved_multitask
+    config = json.loads((path / "config.json").read_text())
+    config["tasks"] = [config["tasks"][1], config["tasks"][0], *config["tasks"][2:]]
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="does not match the router rows"):
+        AutoBackbone.from_pretrained(path)
+
+
+def test_backbone_loading_replaces_only_the_load_report_and_keeps_the_log_level(saved_multitask, caplog):
+    path, _ = saved_multitask
+    weights = load_file(path / "model.safetensors")
+    save_file(weights, path / "model.safetensors", metadata={"format": "pt"})  # weights without their task list
+    verbosity = hf_logging.get_verbosity()
+    with caplog.at_level("WARNING"):
+        AutoBackbone.from_pretrained(path)
+    assert hf_logging.get_verbosity() == verbosity
+    assert "record no task list" in caplog.text  # other messages still go out while it loads
+    assert "LOAD REPORT" not in caplog.text  # the pyramid it initialises is reported by M2DinoBackbone instead

@@ -63,7 +63,7 @@ def test_single_type_outputs_hold_no_none_fields(config):
     model = m2dino.M2DinoForImageClassification(config).eval()
     output = model(torch.randn(2, 3, 32, 32))
     assert all(value is not None for value in output.values())
-    assert set(output.keys()) == {"logits", "aux_loss"}
+    assert set(output.keys()) == {"logits"}  # no router loss at inference
 
 
 @pytest.mark.parametrize("num_layers, feature_layers", [(1, [0]), (2, [0, 1]), (3, [0, 1, 2]), (4, [0, 1, 2, 3]),

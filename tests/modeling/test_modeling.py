@@ -151,15 +151,15 @@ def test_single_type_class_refuses_other_types_and_mixed_batches(config):
         model(torch.randn(2, 3, 32, 32), tasks=["cervix_multi", "IUGC"])
 
 
-def test_integer_images_are_scaled_by_dtype_or_bits_stored(config):
+def test_integer_images_are_refused_naming_the_image_processor(config):
+    # Scaling integer pixels depends on their bit depth: the image processor's job alone, never guessed here.
     model = m2dino.M2DinoModel(config).eval()
-    mean = torch.tensor(config.image_mean)[:, None, None]
-    std = torch.tensor(config.image_std)[:, None, None]
-    image16 = torch.randint(0, 4096, (1, 3, 32, 32), dtype=torch.int32)
-    scaled = model(image16, bits_stored=12).last_hidden_state
-    torch.testing.assert_close(scaled, model((image16 / 4095.0 - mean) / std).last_hidden_state)
-    image8 = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)
-    torch.testing.assert_close(model(image8).last_hidden_state, model((image8 / 255.0 - mean) / std).last_hidden_state)
+    for image in (torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8),
+                  torch.randint(0, 4096, (1, 3, 32, 32), dtype=torch.int32)):
+        with pytest.raises(ValueError, match=rf"pixel_values is {image.dtype}.*M2DinoImageProcessor.*bits_stored"):
+            model(image)
+    with pytest.raises(TypeError, match="bits_stored"):
+        model(torch.randn(1, 3, 32, 32), bits_stored=12)
 
 
 def test_checkpoint_with_other_task_shapes_needs_explicit_opt_in(saved_multitask):
@@ -191,9 +191,28 @@ def test_router_losses_and_logits(config):
     output = model(torch.randn(2, 3, 32, 32), tasks=["IUGC", "cervix_multi"], output_router_logits=True)
     assert len(output.router_logits) == len(model.config.moe_layers)
     assert output.router_logits[0].shape == (2, 7, 4) and output.router_logits[0].dtype == torch.float32
-    assert output.aux_loss > 0
+    assert m2dino.moe.router_loss(output.router_logits, model.config) > 0
+    assert "aux_loss" not in output.keys() and "router_logits" not in model(torch.randn(2, 3, 32, 32)).keys()
     task_model = m2dino.M2DinoModel(config)
     assert task_model(torch.randn(2, 3, 32, 32), output_router_logits=True).router_logits[0].shape == (2, 4)
+
+
+def test_router_loss_is_added_with_labels_only(config):
+    torch.manual_seed(0)
+    pixel_values, tasks, labels = four_task_batch()
+    model = m2dino.M2DinoForMultiTask(config).eval()
+    inference = model(pixel_values, tasks=tasks)
+    assert inference.aux_loss is None and inference.router_logits is None
+    trained = model(pixel_values, tasks=tasks, labels=labels)
+    router_logits = model.m2dino(pixel_values, tasks=tasks, output_router_logits=True).router_logits
+    torch.testing.assert_close(trained.aux_loss, m2dino.moe.router_loss(router_logits, config))
+    assert trained.router_logits is None  # computed for the loss, returned only when asked for
+    asked = model(pixel_values, tasks=tasks, labels=labels, output_router_logits=True)
+    assert len(asked.router_logits) == len(config.moe_layers)
+    classifier = m2dino.M2DinoForImageClassification(config).eval()
+    assert classifier(pixel_values[:2], tasks="breast_3cls").aux_loss is None
+    with_labels = classifier(pixel_values[:2], tasks="breast_3cls", labels=torch.tensor([0, 2]))
+    assert with_labels.aux_loss > 0 and torch.isfinite(with_labels.loss)
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(config):

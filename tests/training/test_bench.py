@@ -69,7 +69,7 @@ def test_moe_layer_equals_routing_each_token_by_hand(router_mode):
         torch.nn.init.normal_(parameter, std=1.0)  # spread the four tasks over different experts
     hidden_states = torch.randn(4, 5, 32)
     task_ids = torch.tensor([0, 1, 2, 3])
-    output, router_logits = moe(hidden_states, task_ids)
+    output, router_logits = moe(hidden_states, task_ids), moe.router(hidden_states, task_ids)
     logits = router_logits if router_mode == "token" else router_logits[:, None, :].expand(-1, 5, -1)
     probs = logits.softmax(dim=-1)
     weights, indices = probs.topk(2, dim=-1)
