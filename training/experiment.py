@@ -206,7 +206,7 @@ def main(argv=None):
             _, training_args = train.parse_arguments(
                 [*STUDY_TRAINING_DEFAULTS, *passthrough, "--output_dir", os.path.join(cache.root, key)])
             result = study.train_run(spec, data, run_args, training_args, fraction_of(args, spec.scale),
-                                     {"eval_every": args.eval_every, "patience": args.patience,
+                                     {"eval_every": spec.eval_period(args.eval_every), "patience": args.patience,
                                       "min_delta": args.min_delta, "max_steps": step_cap(args, spec)})
             result["paradigms"] = spec.paradigms
             cache.put(key, result)

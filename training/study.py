@@ -145,10 +145,19 @@ class RunSpec:
     paradigms: list[tuple[str, str]] = field(default_factory=list)
 
     def key(self, settings: dict) -> str:
-        """Hash of everything that defines the run; two paradigms with the same task set share it."""
+        """Hash of everything that defines the run; two paradigms with the same task set share it. The
+        evaluation period hashed is the run's own (`eval_period`)."""
         description = {"version": CACHE_VERSION, "tasks": sorted(self.tasks), "scale": self.scale, "seed": self.seed,
                        **settings}
+        if "eval_every" in settings:
+            description["eval_every"] = self.eval_period(settings["eval_every"])
         return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:16]
+
+    def eval_period(self, eval_every: int) -> int:
+        """Steps between a run's validation evaluations: `eval_every` per task. A model of k tasks draws each
+        task in 1/k of a batch, so it is evaluated (and its patience counted) after as many images of every
+        task as a single-task model, as its step cap is k x `max_steps`."""
+        return eval_every * len(self.tasks)
 
 
 def plan_study(paradigm_groups: dict[str, list[tuple[str, list[str]]]], scales, seeds) -> list[RunSpec]:

@@ -171,12 +171,13 @@ class StandInTraining:
     """Replaces `study.train_run`: a result per task that depends on the run's tasks and seed, and a stop on demand."""
 
     def __init__(self, fail_after=None):
-        self.calls, self.fail_after = [], fail_after
+        self.calls, self.protocols, self.fail_after = [], [], fail_after
 
     def __call__(self, spec, data, run_args, training_args, fraction, protocol):
         if self.fail_after is not None and len(self.calls) == self.fail_after:
             raise KeyboardInterrupt("the study was killed")
         self.calls.append((spec.tasks, spec.scale, spec.seed, fraction))
+        self.protocols.append(protocol)
         values = {t: 0.3 + 0.1 * len(spec.tasks) + 0.01 * spec.seed for t in spec.tasks}
         types = {"breast_2cls": "classification", "lung": "segmentation", "fetal_head": "segmentation",
                  "FUGC": "regression"}
@@ -187,6 +188,19 @@ class StandInTraining:
 
 
 STUDY = ["--tasks", "breast_2cls", "lung", "FUGC", "--paradigms", "ts,cg,au", "--scales", "0.5,1", "--seeds", "2", "--max_steps", "50"]
+
+
+def test_every_model_is_evaluated_and_capped_per_task_and_a_single_task_key_ignores_that(tmp_path, monkeypatch):
+    training = StandInTraining()
+    monkeypatch.setattr(study, "train_run", training)
+    experiment.main([*STUDY, "--eval_every", "7", "--output_dir", str(tmp_path), *FAST])
+    for (tasks, *_), protocol in zip(training.calls, training.protocols):
+        assert (protocol["eval_every"], protocol["max_steps"]) == (7 * len(tasks), 50 * len(tasks))
+    settings = {"eval_every": 7, "patience": 3}
+    alone, pair = study.RunSpec(("lung",), 1.0, 0), study.RunSpec(("lung", "FUGC"), 1.0, 0)
+    assert alone.key(settings) == study.RunSpec(("lung",), 1.0, 0).key({**settings})
+    assert pair.key(settings) != pair.key({**settings, "eval_every": 14})  # the hash holds the run's own period
+    assert pair.key({**settings, "eval_every": 7}) != study.RunSpec(("lung", "FUGC"), 1.0, 0).key({**settings, "eval_every": 8})
 
 
 def test_a_killed_study_resumes_without_training_a_finished_run_again(tmp_path, monkeypatch, capsys):
@@ -307,14 +321,17 @@ def test_arguments_are_checked_with_the_flag_named(tmp_path):
 
 def test_a_tiny_study_trains_early_stopped_models_and_writes_every_table_and_figure(tmp_path):
     # min_delta 2 makes every evaluation after the first a non-improvement: each run stops by patience at
-    # step eval_every * (1 + patience) = 4, whatever it learns, and keeps the step-2 weights.
+    # step k * eval_every * (1 + patience) (4 for a model of one task, 8 for the AU model of two), whatever it
+    # learns, and keeps the weights of its first evaluation.
     report = experiment.main(["--tasks", "breast_2cls", "lung", "--paradigms", "ts,cg,au", "--scales", "1", "--seeds", "2", "--max_steps", "10",
                               "--eval_every", "2", "--patience", "1", "--min_delta", "2", "--output_dir", str(tmp_path), *FAST])
-    assert {(r["steps"], r["stopped_by"], r["best_step"]) for r in report["runs"]} == {(4, "patience", 2)}
+    assert {(len(r["tasks"].split()), r["steps"], r["stopped_by"], r["best_step"]) for r in report["runs"]} == \
+        {(1, 4, "patience", 2), (2, 8, "patience", 4)}
     assert report["summary"]["stopped_by_per_paradigm"]["au"] == {"patience": 2, "cap": 0}
     assert len({r["cache_key"] for r in report["runs"]}) == 2 * 3  # TS x2 (= CG's single-task groups), AU
-    cached = json.loads(next((tmp_path / "runs").glob("*/result.json")).read_text())
-    assert [step for step, _ in cached["val_history"]] == [2, 4]
+    cached = {len(r["tasks"]): r for r in (json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/result.json"))}
+    assert [step for step, _ in cached[1]["val_history"]] == [2, 4] and [step for step, _ in cached[2]["val_history"]] == [4, 8]
+    cached = cached[1]
     assert cached["data"]["stop_split"] == "val" and cached["data"]["report_split"] == "test"
     assert {r["task"] for r in report["rows"]} == {"breast_2cls", "lung"}
     for name in ("runs.csv", "per_task.csv", "per_task.json", "per_group.csv", "per_type.csv", "change_vs_size.png"):
