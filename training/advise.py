@@ -20,16 +20,22 @@ random augmentation of the model (DINOv3's RoPE rescaling) enters the ratio. Bes
 routers' task similarity (cosine of the tasks' mean expert-gate vectors, averaged over the MoE layers, as
 `m2dino-routing` computes it) and each task's data scale (`n_train`).
 
-The grouping rule (`propose_groups`):
+The grouping rule (`propose_groups`) edits a starting grouping, the clinical groups (`--start_from clinical`,
+the default) or every task alone (`singletons`), only where the probe's evidence is significant: a short probe's
+affinities are noisy, and a grouping built on their signs alone followed the noise (in the default study it
+paired FUGC with breast_lesion rather than fetal_head, and fell behind clinical grouping, docs/experiment.md).
 1. Affinities are put on one scale per affected task: `relative[i][j] = affinity[i][j] / affinity[j][j]`, the
    share of task j's own-step improvement that a step on task i brings (1: as good as training j itself). A
    task whose own step does not lower its loss over the probe (`affinity[j][j] <= 0`) cannot be scored: its
    column is neutral (0) and it is listed under `unscored_tasks`.
-2. Mutual affinity `mutual[i][j] = (relative[i][j] + relative[j][i]) / 2`, per lookahead step, then averaged.
-3. Greedy agglomeration from singletons: repeatedly merge the two groups with the largest positive total mutual
-   affinity between them, if in the merged group every member's mean mutual affinity with the others stays
-   positive; stop when no merge qualifies. Ties go to the pair listed first in task order.
-4. Data-poor tasks left alone (n_train below `data_poor_fraction` x the median n_train of the probed tasks)
+2. Mutual affinity `mutual[i][j] = (relative[i][j] + relative[j][i]) / 2`, per lookahead step; its mean and
+   standard error over the measurements are the evidence.
+3. Split: while some member's mean mutual affinity with the rest of its group is significantly negative (mean
+   + `noise_z` standard errors below 0), the most negative one leaves and stands alone.
+4. Merge: repeatedly merge the two groups whose mean mutual affinity is significantly positive (mean -
+   `noise_z` standard errors above 0), the largest first, if in the merged group every member's mean mutual
+   affinity with the others stays positive; stop when no merge qualifies. Ties go to the pair listed first.
+5. Data-poor tasks left alone (n_train below `data_poor_fraction` x the median n_train of the probed tasks)
    join the group with the most training data among those whose mean mutual affinity with them is not
    significantly negative (mean + `noise_z` standard errors over the lookahead steps >= 0): small tasks gain
    most from shared data, and the paper finds the larger all-task pools steadier for them than clinical groups.
@@ -60,6 +66,9 @@ REPORT_FILE = "advice.json"
 FIGURE_FILE = "affinity.png"
 
 
+START_FROM = ("clinical", "singletons")
+
+
 @dataclass
 class ProbeSettings:
     """How the probe trains and measures (the keyword arguments `advise` takes besides data, tasks and seed)."""
@@ -80,7 +89,8 @@ class ProbeSettings:
     augment: bool = True
     dataloader_num_workers: int = 0
     data_poor_fraction: float = 0.5  # data-poor: n_train < this x the median n_train of the probed tasks
-    noise_z: float = 2.0  # standard errors within which a negative mean affinity counts as noise
+    noise_z: float = 2.0  # standard errors a mean affinity must clear to count (positive or negative)
+    start_from: str = "clinical"  # the grouping the probe's evidence edits: "clinical" groups or "singletons"
 
     def __post_init__(self):
         for name in ("probe_steps", "lookahead_every", "lookahead_batch_size", "batch_size"):
@@ -89,6 +99,8 @@ class ProbeSettings:
         if self.lookahead_every > self.probe_steps:
             raise ValueError(f"lookahead_every ({self.lookahead_every}) exceeds probe_steps ({self.probe_steps}): "
                              "the probe would measure nothing")
+        if self.start_from not in START_FROM:
+            raise ValueError(f"probe setting start_from must be one of {', '.join(START_FROM)}, got {self.start_from!r}")
         for name in ("learning_rate", "lookahead_step_scale"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"probe setting {name} must be > 0, got {getattr(self, name)!r}")
@@ -201,8 +213,9 @@ class AffinityProbe(TrainerCallback):
 
 
 def propose_groups(task_ids: list[str], affinity_steps: np.ndarray, n_train: dict[str, int],
-                   data_poor_fraction: float = 0.5, noise_z: float = 2.0) -> dict:
-    """The advised grouping from per-step affinities `(S, T, T)` (see the module docstring for the rule).
+                   data_poor_fraction: float = 0.5, noise_z: float = 2.0, start: list[list[str]] | None = None) -> dict:
+    """The advised grouping from per-step affinities `(S, T, T)` (see the module docstring for the rule),
+    starting from the grouping `start` (lists of task ids; default: every task alone).
 
     Returns {"groups": name -> task ids, "details": per group, "relative_affinity", "mutual_affinity",
     "mutual_affinity_se", "unscored_tasks", "data_poor_tasks", "data_poor_threshold"}.
@@ -227,20 +240,49 @@ def propose_groups(task_ids: list[str], affinity_steps: np.ndarray, n_train: dic
     def valid(group):
         return all(mean_with(m, [o for o in group if o != m]) > 0 for m in group)
 
-    groups = [[k] for k in range(count)]
+    def evidence(rows, columns) -> tuple[float, float]:
+        """Mean mutual affinity between two sets of tasks and its standard error over the measurements."""
+        per_step = mutual_steps[:, rows][:, :, columns].mean(axis=(1, 2))
+        se = float(per_step.std(ddof=1) / np.sqrt(len(per_step))) if len(per_step) > 1 else float("inf")
+        return float(per_step.mean()), se
+
+    index = {t: k for k, t in enumerate(task_ids)}
+    groups = [sorted(index[t] for t in group) for group in start] if start else [[k] for k in range(count)]
+    if sorted(k for g in groups for k in g) != list(range(count)):
+        raise ValueError(f"the starting groups {start} must hold every task of {task_ids} exactly once")
+    reasons = {tuple(g): "kept: no significant affinity against it" if len(g) > 1 else "alone" for g in groups}
+    # 1. A member whose affinity with the rest of its group is significantly negative leaves it.
+    while True:
+        worst = None
+        for group in (g for g in groups if len(g) > 1):
+            for member in group:
+                mean, se = evidence([member], [o for o in group if o != member])
+                if mean + noise_z * se < 0 and (worst is None or mean < worst[0]):
+                    worst = (mean, group, member)
+        if worst is None:
+            break
+        _, group, member = worst
+        reasons.pop(tuple(group))
+        group.remove(member)
+        groups.append([member])
+        reasons[tuple(group)] = "kept after a member left" if len(group) > 1 else "alone: its group's other member left"
+        reasons[(member,)] = "alone: significantly negative affinity with the rest of its group"
+    # 2. Two groups whose mutual affinity is significantly positive merge, the strongest pair first, when every
+    #    member's mean affinity with the others stays positive.
     while True:
         best = None
         for a in range(len(groups)):
             for b in range(a + 1, len(groups)):
-                total = float(sum(mutual[i, j] for i in groups[a] for j in groups[b]))
-                if total > 0 and (best is None or total > best[0]) and valid(groups[a] + groups[b]):
-                    best = (total, a, b)
+                mean, se = evidence(groups[a], groups[b])
+                if mean - noise_z * se > 0 and (best is None or mean > best[0]) and valid(groups[a] + groups[b]):
+                    best = (mean, a, b)
         if best is None:
             break
         _, a, b = best
+        reasons.pop(tuple(groups[a])), reasons.pop(tuple(groups[b]))
         groups[a] = sorted(groups[a] + groups.pop(b))
+        reasons[tuple(groups[a])] = "significantly positive mutual affinity"
 
-    reasons = {tuple(g): "positive mutual affinity" if len(g) > 1 else "alone: no positive-affinity partner" for g in groups}
     sizes = np.array([n_train[t] for t in task_ids], dtype=float)
     threshold = data_poor_fraction * float(np.median(sizes))
     data_poor = [k for k in range(count) if sizes[k] < threshold]
@@ -254,9 +296,7 @@ def propose_groups(task_ids: list[str], affinity_steps: np.ndarray, n_train: dic
         for group in groups:
             if group is own:
                 continue
-            per_step = mutual_steps[:, task, group].mean(axis=1)
-            mean = float(per_step.mean())
-            se = float(per_step.std(ddof=1) / np.sqrt(len(per_step))) if len(per_step) > 1 else float("inf")
+            mean, se = evidence([task], group)
             if mean + noise_z * se >= 0:
                 candidates.append((float(sizes[group].sum()), mean, -min(group), group))
         if candidates:
@@ -357,18 +397,10 @@ def advise(data: str, tasks: list[str] | None, seed: int, output_dir: str, **pro
         os.rmdir(arguments.output_dir)
     similarity = routing_similarity(model, processor, subset, task_ids, seed)
     steps = np.stack(probe.measurements)
-    proposal = propose_groups(task_ids, steps, n_train, settings.data_poor_fraction, settings.noise_z)
     cost = time.perf_counter() - start
-
-    os.makedirs(output_dir, exist_ok=True)
-    groups_file = os.path.join(output_dir, GROUPS_FILE)
-    with open(groups_file, "w", encoding="utf-8") as f:
-        json.dump(proposal["groups"], f, indent=2)
     by_id = {t.id: t for t in registry}
     report = {
         "tasks": task_ids,
-        "groups": proposal["groups"],
-        "groups_file": os.path.abspath(groups_file),
         "cost_seconds": cost,
         "lookahead_seconds": probe.seconds,
         "affinity": steps.mean(axis=0).tolist(),
@@ -384,9 +416,28 @@ def advise(data: str, tasks: list[str] | None, seed: int, output_dir: str, **pro
         "seed": seed,
         "data": data_description,
         "settings": asdict(settings),
-        "figure": os.path.abspath(os.path.join(output_dir, FIGURE_FILE)),
-        **{k: v for k, v in proposal.items() if k != "groups"},
     }
+    return regroup(report, output_dir)
+
+
+def regroup(report: dict, output_dir: str) -> dict:
+    """Applies the grouping rule to a probe's measurements (`report` as `advise` builds or wrote it) and writes
+    the groups file, the report and the heat map into `output_dir`: a rerun with the same measurements costs no
+    probe."""
+    settings = ProbeSettings(**report["settings"])
+    tasks = report["tasks"]
+    start = None
+    if settings.start_from == "clinical":
+        groups = report["clinical_groups"]
+        start = [[t for t in tasks if groups[t] == g] for g in dict.fromkeys(groups[t] for t in tasks)]
+    proposal = propose_groups(tasks, np.asarray(report["affinity_steps"]), report["n_train"], settings.data_poor_fraction,
+                              settings.noise_z, start)
+    os.makedirs(output_dir, exist_ok=True)
+    groups_file = os.path.join(output_dir, GROUPS_FILE)
+    with open(groups_file, "w", encoding="utf-8") as f:
+        json.dump(proposal["groups"], f, indent=2)
+    report = {**report, **proposal, "groups_file": os.path.abspath(groups_file),
+              "figure": os.path.abspath(os.path.join(output_dir, FIGURE_FILE))}
     plot_affinity(report, report["figure"])
     with open(os.path.join(output_dir, REPORT_FILE), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)

@@ -111,7 +111,7 @@ def run_advisor(args, tasks) -> dict:
     """The advisor's grouping (m2dino-advise), imported only when a study asks for it. A resumed study reuses
     the probe of the same request (data, tasks, seed) found in `<output_dir>/advise` instead of running it again."""
     try:
-        from .advise import REPORT_FILE, advise
+        from .advise import REPORT_FILE, advise, regroup
     except ImportError as error:
         raise SystemExit(f"--paradigms advised needs --advised_groups FILE or m2dino-advise ({error})") from None
     folder = os.path.join(args.output_dir, "advise")
@@ -122,7 +122,7 @@ def run_advisor(args, tasks) -> dict:
             same_request = json.load(f) == request
         if same_request:
             with open(os.path.join(folder, REPORT_FILE), encoding="utf-8") as f:
-                report = json.load(f)
+                report = regroup(json.load(f), folder)  # the grouping rule applied again to the measurements
             print(f"the advisor's probe: reused from {folder} (it took {report['cost_seconds']:.0f} s)", flush=True)
             return report
     report = advise(data=request["data"], tasks=request["tasks"], seed=request["seed"], output_dir=folder)

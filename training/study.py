@@ -406,6 +406,7 @@ def plot_study(rows: list[dict], by_type: list[dict], by_group: list[dict], para
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     others = [p for p in paradigms if p != "ts"]
     types = [t for t in TYPE_COLOURS if any(r["type"] == t for r in by_type)]  # segmentation, classification, detection, regression
@@ -420,6 +421,9 @@ def plot_study(rows: list[dict], by_type: list[dict], by_group: list[dict], para
             ax.errorbar(x, y, yerr=yerr, color=colour, marker=marker, capsize=3, label=f"{p.upper()} - TS")
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xscale("log")
+        ax.set_xticks(sorted({float(r["n_train_per_task"]) for r in by_type if r["type"] == task_type}))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))  # the sizes, not powers of ten
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(task_type)
         ax.set_xlabel("training examples per task")
     axes[0][0].set_ylabel("change in normalised score vs TS")

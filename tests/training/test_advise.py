@@ -92,6 +92,31 @@ def test_tasks_with_positive_mutual_affinity_group_and_conflicting_blocks_split(
     assert proposal["data_poor_tasks"] == [] and proposal["unscored_tasks"] == []
 
 
+def test_a_starting_grouping_changes_only_where_the_evidence_is_significant():
+    tasks = ["a", "b", "c", "d", "e"]
+    # a-b: a clear conflict; c-d: a weak conflict, within the noise; e: clearly helps and is helped by d.
+    mean = np.array([[1.0, -0.8, 0.0, 0.0, 0.0], [-0.8, 1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, -0.05, 0.0],
+                     [0.0, 0.0, -0.05, 1.0, 0.6], [0.0, 0.0, 0.0, 0.6, 1.0]])
+    n_train = {t: 100 for t in tasks}
+    proposal = advise.propose_groups(tasks, alternating_steps(mean, noise=0.3), n_train, start=[["a", "b"], ["c", "d"], ["e"]])
+    # a leaves b (significant); c and d stay together (-0.05 is noise at +-0.3); {c, d} and e have a
+    # significantly positive mean (+0.3) but c would be negative in {c, d, e}, so e stays alone.
+    assert proposal["groups"] == {"advised_1": ["a"], "advised_2": ["b"], "advised_3": ["c", "d"], "advised_4": ["e"]}
+    reasons = {d["name"]: d["reason"] for d in proposal["details"]}
+    assert reasons["advised_1"] == "alone: significantly negative affinity with the rest of its group"
+    assert reasons["advised_3"] == "kept: no significant affinity against it"
+    # the same measurements from singletons: only d and e, significantly positive, merge
+    alone = advise.propose_groups(tasks, alternating_steps(mean, noise=0.3), n_train)
+    assert alone["groups"] == {"advised_1": ["a"], "advised_2": ["b"], "advised_3": ["c"], "advised_4": ["d", "e"]}
+    assert {d["name"]: d["reason"] for d in alone["details"]}["advised_4"] == "significantly positive mutual affinity"
+    # noise that drowns every affinity leaves the starting grouping as it was
+    noisy = advise.propose_groups(tasks, alternating_steps(mean * 0.01 + np.eye(5), noise=0.3), n_train,
+                                  start=[["a", "b"], ["c", "d"], ["e"]])
+    assert noisy["groups"] == {"advised_1": ["a", "b"], "advised_2": ["c", "d"], "advised_3": ["e"]}
+    with pytest.raises(ValueError, match="exactly once"):
+        advise.propose_groups(tasks, alternating_steps(mean, noise=0.3), n_train, start=[["a", "b"], ["c"]])
+
+
 def test_a_merge_that_leaves_a_member_negative_is_refused():
     # a and b help each other a lot; c helps a but hurts b more: {a, b, c} has a positive total, but c's mean
     # affinity with the rest is negative, so c stays out.

@@ -270,9 +270,10 @@ def test_a_resumed_study_reuses_the_advisors_probe_of_the_same_request(tmp_path,
         return report
 
     monkeypatch.setattr(advise_module, "advise", probe)
+    monkeypatch.setattr(advise_module, "regroup", lambda report, folder: {**report, "regrouped": True})
     args = SimpleNamespace(output_dir=str(tmp_path), settings={"data": "synthetic"})
     first = experiment.run_advisor(args, ["FUGC", "lung"])
-    assert experiment.run_advisor(args, ["FUGC", "lung"]) == first and calls == [["FUGC", "lung"]]
+    assert experiment.run_advisor(args, ["FUGC", "lung"]) == {**first, "regrouped": True} and calls == [["FUGC", "lung"]]
     experiment.run_advisor(args, ["FUGC", "breast_2cls"])  # another request probes again
     assert calls == [["FUGC", "lung"], ["FUGC", "breast_2cls"]]
 
