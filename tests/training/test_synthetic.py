@@ -10,6 +10,7 @@ from PIL import Image
 
 from m2dino_training.data.synthetic import (
     CSV_COLUMNS,
+    EXAMPLE_LABEL_FIELDS,
     TRANSFER_PAIRS,
     SyntheticDataset,
     SyntheticUltrasoundSuite,
@@ -81,7 +82,9 @@ def test_schema_and_label_geometry(small_suite, all_examples):
         spec = next(t for t in FMC_UIA_TASKS if t.id == task_id)
         assert len(examples) >= 4
         for ex in examples:
-            assert set(ex) == {"image", "task", "label", "mask", "boxes", "class_labels", "points"}
+            # Every example holds every type's label keys (None where its task's type has no such label).
+            assert set(ex) == {"image", "task"} | set(EXAMPLE_LABEL_FIELDS)
+            assert {"label", "mask", "boxes", "class_labels", "points"} <= set(EXAMPLE_LABEL_FIELDS)
             assert ex["task"] == task_id and ex["image"].shape == (n, n) and ex["image"].dtype == np.uint8
             assert ex["image"].std() > 5  # not blank
             kind = spec.type
