@@ -8,6 +8,7 @@ type is one module.
 
 from dataclasses import asdict, dataclass, field, fields
 
+from .measurement import MeasurementType  # imported by name: a saved folder's remote code holds it then
 from .task_types import TASK_TYPES
 
 
@@ -111,7 +112,10 @@ FMC_UIA_TASKS: tuple[TaskSpec, ...] = (
 
 # Tasks beyond the challenge's 27, served by the same code: the synthetic suite draws them and `m2dino-train --tasks`
 # accepts them, but the FMC_UIA runs (`FMC_UIA_TASKS`) leave them out. Adding one is one entry here.
-EXTRA_TASKS: tuple[TaskSpec, ...] = ()
+EXTRA_TASKS: tuple[TaskSpec, ...] = (
+    # The head circumference of a fetal head, in mm: the measurement type's task.
+    TaskSpec(id="fetal_head_circumference", type=MeasurementType.name, labels=["head_circumference_mm"], group="obstetrics"),
+)
 
 
 def known_task(task_id: str) -> TaskSpec | None:
