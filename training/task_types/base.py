@@ -129,6 +129,13 @@ class TrainingTaskType:
         """The task's figures in the challenge's layout, from predictions read back from a submission."""
         raise NotImplementedError
 
+    @classmethod
+    def scored_figures(cls, values: dict) -> dict:
+        """The challenge's figures and the extra ones of a metrics dict, and its sample count."""
+        result = {name: float(values[name]) for name in cls.challenge_figures + cls.extra_figures}
+        result["num_samples"] = int(values["num_samples"])
+        return result
+
     # ---- data --------------------------------------------------------------------------------------------------
 
     @classmethod

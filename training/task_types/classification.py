@@ -83,8 +83,7 @@ class ClassificationTraining(TrainingTaskType):
         if not usable:
             report.problem(f"task {spec.id!r}: {sum(q is None for q in probs)} scored record(s) without predicted_probs; "
                            "AUC is 0, as in the challenge")
-        result = {name: float(values[name]) for name in cls.challenge_figures + cls.extra_figures}
-        result["num_samples"] = int(values["num_samples"])
+        result = cls.scored_figures(values)
         result["per_class"] = {f"class_{c}": {"F1": values[f"class_{c}_F1"]} for c in range(spec.num_classes)}
         return result
 

@@ -80,9 +80,7 @@ class DetectionTraining(TrainingTaskType):
     @classmethod
     def score_result(cls, spec, predictions, references, report) -> dict:
         values = challenge.detection_metrics([np.asarray(b)[None] for b in predictions], None, references)
-        result = {name: float(values[name]) for name in cls.challenge_figures + cls.extra_figures}
-        result["num_samples"] = int(values["num_samples"])
-        return result
+        return cls.scored_figures(values)
 
     @staticmethod
     def parse_csv_labels(row, spec, cells) -> dict:

@@ -123,9 +123,8 @@ class MeasurementTraining(TrainingTaskType):
     @classmethod
     def score_result(cls, spec, predictions, references, report) -> dict:
         values = measurement_metrics(predictions, references, spec.labels)
-        result = {name: float(values[name]) for name in cls.challenge_figures + cls.extra_figures}
+        result = cls.scored_figures(values)
         result.update({f"{name}_MAE": values[f"{name}_MAE"] for name in spec.labels})
-        result["num_samples"] = int(values["num_samples"])
         return result
 
     @staticmethod

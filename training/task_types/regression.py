@@ -84,9 +84,8 @@ class RegressionTraining(TrainingTaskType):
     @classmethod
     def score_result(cls, spec, predictions, references, report) -> dict:
         values = challenge.regression_metrics(predictions, references)
-        result = {name: float(values[name]) for name in cls.challenge_figures + cls.extra_figures}
+        result = cls.scored_figures(values)
         result.update({f"point_{k}_MRE": values[f"point_{k}_MRE"] for k in range(1, spec.num_points + 1)})
-        result["num_samples"] = int(values["num_samples"])
         return result
 
     @staticmethod

@@ -80,8 +80,7 @@ class SegmentationTraining(TrainingTaskType):
     @classmethod
     def score_result(cls, spec, predictions, references, report) -> dict:
         values = challenge.segmentation_metrics(predictions, references, spec.num_classes)
-        result = {name: float(values[name]) for name in cls.challenge_figures + cls.extra_figures}
-        result["num_samples"] = int(values["num_samples"])
+        result = cls.scored_figures(values)
         result["per_class"] = {f"class_{c}": {"DSC": values[f"class_{c}_DSC"], "HD": values[f"class_{c}_HD"]}
                                for c in range(spec.num_classes)}
         return result
