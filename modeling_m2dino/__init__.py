@@ -32,7 +32,8 @@ from .pipelines_m2dino import (
     M2DinoImageSegmentationPipeline,
     M2DinoObjectDetectionPipeline,
 )
-from .tasks import CSV_TASK_NAMES, FMC_UIA_TASKS, TASK_TYPES, TaskSpec, clinical_groups, default_tasks
+from .task_types import TASK_TYPES, TaskType, task_type_of
+from .tasks import EXTRA_TASKS, FMC_UIA_TASKS, TaskSpec, clinical_groups, default_tasks, known_task
 
 AutoConfig.register("m2dino", M2DinoConfig, exist_ok=True)
 AutoModel.register(M2DinoConfig, M2DinoModel, exist_ok=True)
@@ -45,7 +46,7 @@ allow_local_m2dino_folders_in_auto_backbone()
 AutoImageProcessor.register(M2DinoConfig, image_processor_classes={"pil": M2DinoImageProcessor}, exist_ok=True)
 
 __all__ = [
-    "CSV_TASK_NAMES",
+    "EXTRA_TASKS",
     "FMC_UIA_TASKS",
     "PRESETS",
     "TASK_TYPES",
@@ -67,6 +68,9 @@ __all__ = [
     "M2DinoPreTrainedModel",
     "TaskConditionedMoE",
     "TaskSpec",
+    "TaskType",
     "clinical_groups",
     "default_tasks",
+    "known_task",
+    "task_type_of",
 ]

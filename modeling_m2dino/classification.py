@@ -9,6 +9,8 @@ from torch import nn
 from torch.nn import functional as F
 from transformers.modeling_outputs import ImageClassifierOutput
 
+from .task_type_base import PADDING_VALUE, TaskType
+
 
 @dataclass
 class M2DinoImageClassifierOutput(ImageClassifierOutput):
@@ -36,13 +38,30 @@ class M2DinoClassificationHead(nn.Module):
         return self.classifier(self.norm(torch.cat([pooled_output, mean_patch, quadrants], dim=-1)))
 
 
-class ClassificationType:
+class ClassificationType(TaskType):
     """Everything that is specific to classification tasks, in one place."""
 
     name = "classification"
     head_class = M2DinoClassificationHead
     output_class = M2DinoImageClassifierOutput
-    output_field = "logits"
+    output_fields = ("logits",)
+    order = 1
+    csv_name = "classification"
+    min_count = 2
+    label_keys = ("class_labels",)
+    slot_dimensions = {"logits": (1, lambda task: task.num_classes)}
+
+    @staticmethod
+    def empty_labels(batch_size, tasks, labels, image_size) -> dict:
+        return {"class_labels": torch.full((batch_size,), PADDING_VALUE, dtype=torch.long)}
+
+    @staticmethod
+    def fill_labels(out, row, label, task, image_size):
+        out["class_labels"][row] = int(torch.as_tensor(label["class_labels"]).reshape(-1)[0])
+
+    @staticmethod
+    def sample_labels(labels, row, task) -> dict:
+        return {"class_labels": labels["class_labels"][row]}
 
     @staticmethod
     def output_shapes(config, task, image_size: tuple[int, int]) -> dict[str, tuple[int, ...]]:

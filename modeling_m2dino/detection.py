@@ -13,7 +13,10 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torch.nn import functional as F
+from transformers import initialization as init
 from transformers.utils import ModelOutput
+
+from .task_type_base import PADDING_VALUE, TaskType
 
 CLASS_COST, L1_COST, GIOU_COST = 1.0, 5.0, 2.0
 NO_OBJECT_WEIGHT = 0.1
@@ -138,13 +141,40 @@ class M2DinoDetectionHead(nn.Module):
         return self.class_head(pooled), boxes, attention.view(*attention.shape[:2], height, width)
 
 
-class DetectionType:
+class DetectionType(TaskType):
     """Everything that is specific to detection tasks, in one place."""
 
     name = "detection"
     head_class = M2DinoDetectionHead
     output_class = M2DinoObjectDetectionOutput
-    output_field = ("logits", "pred_boxes", "attention_maps")
+    output_fields = ("logits", "pred_boxes", "attention_maps")
+    order = 2
+    csv_name = "detection"
+    label_keys = ("boxes", "box_labels")
+    slot_dimensions = {"logits": (2, lambda task: task.num_classes + 1)}  # the "no object" logit last
+
+    @staticmethod
+    def init_head(head, config):
+        init.normal_(head.queries, std=1.0)
+
+    @staticmethod
+    def empty_labels(batch_size, tasks, labels, image_size) -> dict:
+        box_slots = max([len(np.asarray(l["boxes"]).reshape(-1, 4)) for l in labels if "boxes" in l] + [1])
+        return {
+            "boxes": torch.full((batch_size, box_slots, 4), float(PADDING_VALUE)),
+            "box_labels": torch.full((batch_size, box_slots), PADDING_VALUE, dtype=torch.long),
+        }
+
+    @staticmethod
+    def fill_labels(out, row, label, task, image_size):
+        boxes = torch.as_tensor(np.asarray(label["boxes"]), dtype=torch.float32).reshape(-1, 4)
+        out["boxes"][row, : len(boxes)] = boxes
+        out["box_labels"][row, : len(boxes)] = torch.as_tensor(np.asarray(label["class_labels"])).long().reshape(-1)
+
+    @staticmethod
+    def sample_labels(labels, row, task) -> dict:
+        present = labels["box_labels"][row] != PADDING_VALUE
+        return {"class_labels": labels["box_labels"][row][present], "boxes": labels["boxes"][row][present]}
 
     @staticmethod
     def output_shapes(config, task, image_size: tuple[int, int]) -> dict[str, tuple[int, ...]]:

@@ -38,9 +38,11 @@ from .per_sample import per_sample_predictions, prediction_layout, unbatch_label
 from .regression import RegressionType
 from .remote_code import write_remote_code
 from .segmentation import SegmentationType
+from .task_types import TASK_TYPES
 from .upcycling import backbone_fields, read_dinov3_checkpoint, upcycled_state
 
-TASK_TYPE_IMPLEMENTATIONS = {impl.name: impl for impl in (SegmentationType, ClassificationType, DetectionType, RegressionType)}
+# Type name -> its `TaskType` (the registry of `task_types.py`; the name is kept for code that imported it).
+TASK_TYPE_IMPLEMENTATIONS = TASK_TYPES
 
 @dataclass
 class M2DinoModelOutput(BaseModelOutputWithPooling):
@@ -150,8 +152,9 @@ class M2DinoPreTrainedModel(DINOv3ViTPreTrainedModel):
                 init.normal_(module.task_logits, std=self.config.initializer_range)
             else:
                 init.normal_(module.task_embedding, std=self.config.initializer_range)
-        elif isinstance(module, DetectionType.head_class):
-            init.normal_(module.queries, std=1.0)
+        for task_type in TASK_TYPES.values():
+            if isinstance(module, task_type.head_class):
+                task_type.init_head(module, self.config)
 
     def resolve_task_ids(self, batch_size: int, tasks=None, task_ids=None, device=None) -> torch.LongTensor:
         """Task indices (B,) from `tasks` (an id, or B ids) or `task_ids`; neither means `config.default_task`."""
@@ -374,9 +377,8 @@ class M2DinoForMultiTask(M2DinoPreTrainedModel):
             feature_maps = tuple(level.index_select(0, indices) for level in feature_maps)
             pooled = pooled.index_select(0, indices)
         raw = self.heads[task.id](feature_maps, pooled)
-        fields = (impl.output_field,) if isinstance(impl.output_field, str) else impl.output_field
-        values = (raw,) if isinstance(impl.output_field, str) else raw
-        return dict(zip(fields, values)), raw
+        values = raw if isinstance(raw, tuple) else (raw,)
+        return dict(zip(impl.output_fields, values[: len(impl.output_fields)])), raw
 
     @torch.no_grad()
     def predict_all_tasks(self, pixel_values: torch.Tensor, tasks: list[str] | None = None):
@@ -470,10 +472,8 @@ class M2DinoForMultiTask(M2DinoPreTrainedModel):
     def per_sample_predictions(self, task_outputs, task_ids, outputs: M2DinoModelOutput, image_size) -> dict:
         """`task_outputs` as one row per sample, padded to a layout fixed by the task list (see `per_sample.py`)."""
         served = [task for task in self.config.task_specs if task.id in self.heads]
-        layout = prediction_layout(served, TASK_TYPE_IMPLEMENTATIONS, self.config, image_size)
-        return per_sample_predictions(
-            task_outputs, task_ids, served, TASK_TYPE_IMPLEMENTATIONS, layout, outputs.pooler_output.dtype
-        )
+        layout = prediction_layout(served, self.config, image_size)
+        return per_sample_predictions(task_outputs, task_ids, served, layout, outputs.pooler_output.dtype)
 
 
 class M2DinoForSingleTaskType(M2DinoForMultiTask):
@@ -570,25 +570,25 @@ class M2DinoForSingleTaskType(M2DinoForMultiTask):
 class M2DinoForSemanticSegmentation(M2DinoForSingleTaskType):
     """Segmentation heads; `labels` LongTensor (B, H, W); Dice + cross-entropy; `logits` (B, classes, H/4, W/4)."""
 
-    task_type = "segmentation"
+    task_type = SegmentationType.name
 
 
 class M2DinoForImageClassification(M2DinoForSingleTaskType):
     """Classification heads; `labels` LongTensor (B,); cross-entropy; `logits` (B, classes)."""
 
-    task_type = "classification"
+    task_type = ClassificationType.name
 
 
 class M2DinoForObjectDetection(M2DinoForSingleTaskType):
     """Detection heads; `labels` a list of dicts with `class_labels` and normalised (cx, cy, w, h) `boxes`."""
 
-    task_type = "detection"
+    task_type = DetectionType.name
 
 
 class M2DinoForKeypointDetection(M2DinoForSingleTaskType):
     """Landmark regression heads; `labels` FloatTensor (B, points, 2) normalised (x, y); L1; `keypoints`."""
 
-    task_type = "regression"
+    task_type = RegressionType.name
 
 
 def group_by_task(task_ids: torch.LongTensor, num_tasks: int) -> list[tuple[int, torch.LongTensor, list[int]]]:

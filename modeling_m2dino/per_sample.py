@@ -28,18 +28,13 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-PADDING_VALUE = -100  # the Trainer's own padding index, so its padding and ours read the same
-
-LABEL_KEYS = {
-    "segmentation": ("masks",),
-    "classification": ("class_labels",),
-    "detection": ("boxes", "box_labels"),
-    "regression": ("points",),
-}
+from .task_types import PADDING_VALUE, TASK_TYPES
 
 
 def served_types(specs) -> list[str]:
-    return sorted({task.type for task in specs}, key=list(LABEL_KEYS).index)
+    """The types of `specs`, in the registry's order."""
+    present = {task.type for task in specs}
+    return [name for name in TASK_TYPES if name in present]
 
 
 def batch_labels(labels: list[dict], task_indices, specs, image_size: tuple[int, int], original_sizes=None) -> dict:
@@ -51,37 +46,15 @@ def batch_labels(labels: list[dict], task_indices, specs, image_size: tuple[int,
     task_indices = torch.as_tensor(task_indices, dtype=torch.long).reshape(-1)
     if task_indices.numel() != batch_size:
         raise ValueError(f"batch_labels: {batch_size} labels but {task_indices.numel()} task indices")
-    types = served_types(specs)
     out = {"task_ids": task_indices}
     if original_sizes is not None:
         out["original_sizes"] = torch.as_tensor(np.asarray(original_sizes), dtype=torch.long).reshape(batch_size, 2)
-    if "classification" in types:
-        out["class_labels"] = torch.full((batch_size,), PADDING_VALUE, dtype=torch.long)
-    if "segmentation" in types:
-        out["masks"] = torch.full((batch_size, *image_size), PADDING_VALUE, dtype=torch.int32)
-    box_slots = max([len(np.asarray(l["boxes"]).reshape(-1, 4)) for l in labels if "boxes" in l] + [1])
-    if "detection" in types:
-        out["boxes"] = torch.full((batch_size, box_slots, 4), float(PADDING_VALUE))
-        out["box_labels"] = torch.full((batch_size, box_slots), PADDING_VALUE, dtype=torch.long)
-    if "regression" in types:
-        point_slots = max(t.num_points for t in specs if t.type == "regression")
-        out["points"] = torch.full((batch_size, point_slots, 2), float(PADDING_VALUE))
+    for name in served_types(specs):
+        of_type = [task for task in specs if task.type == name]
+        out.update(TASK_TYPES[name].empty_labels(batch_size, of_type, labels, image_size))
     for row, (label, index) in enumerate(zip(labels, task_indices.tolist())):
         task = specs[index]
-        if task.type == "classification":
-            out["class_labels"][row] = int(torch.as_tensor(label["class_labels"]).reshape(-1)[0])
-        elif task.type == "segmentation":
-            mask = torch.as_tensor(np.asarray(label["mask"]))
-            if tuple(mask.shape) != tuple(image_size):
-                raise ValueError(f"sample {row} (task {task.id!r}): mask {tuple(mask.shape)} is not at the processed size {image_size}")
-            out["masks"][row] = mask.to(torch.int32)
-        elif task.type == "detection":
-            boxes = torch.as_tensor(np.asarray(label["boxes"]), dtype=torch.float32).reshape(-1, 4)
-            out["boxes"][row, : len(boxes)] = boxes
-            out["box_labels"][row, : len(boxes)] = torch.as_tensor(np.asarray(label["class_labels"])).long().reshape(-1)
-        else:
-            points = torch.as_tensor(np.asarray(label["points"]), dtype=torch.float32).reshape(-1, 2)
-            out["points"][row, : len(points)] = points
+        TASK_TYPES[task.type].fill_labels(out, row, label, task, image_size)
     return out
 
 
@@ -98,27 +71,15 @@ def unbatch_labels(labels: Mapping, specs, task_indices: torch.Tensor) -> list[d
     per_sample = []
     for row, index in enumerate(task_indices.tolist()):
         task = specs[index]
-        keys = LABEL_KEYS[task.type]
-        missing = [k for k in keys if k not in labels]
+        task_type = TASK_TYPES[task.type]
+        missing = [k for k in task_type.label_keys if k not in labels]
         if missing:
             raise ValueError(f"sample {row} (task {task.id!r}, {task.type}): labels lack {missing}")
-        if task.type == "classification":
-            per_sample.append({"class_labels": labels["class_labels"][row]})
-        elif task.type == "segmentation":
-            per_sample.append({"mask": labels["masks"][row].long()})
-        elif task.type == "detection":
-            present = labels["box_labels"][row] != PADDING_VALUE
-            per_sample.append({"class_labels": labels["box_labels"][row][present], "boxes": labels["boxes"][row][present]})
-        else:
-            per_sample.append({"points": labels["points"][row, : task.num_points]})
+        per_sample.append(task_type.sample_labels(labels, row, task))
     return per_sample
 
 
-def output_fields(impl) -> tuple[str, ...]:
-    return (impl.output_field,) if isinstance(impl.output_field, str) else tuple(impl.output_field)
-
-
-def per_sample_predictions(task_outputs: dict, task_indices: torch.Tensor, specs, impls, layout: dict, dtype) -> dict:
+def per_sample_predictions(task_outputs: dict, task_indices: torch.Tensor, specs, layout: dict, dtype) -> dict:
     """Per-task head outputs (each with `indices`, its samples' batch positions) -> the fixed-layout dict.
 
     `layout` maps `<type>_<field>` to the per-sample shape every row is padded to (see `prediction_layout`)."""
@@ -129,58 +90,46 @@ def per_sample_predictions(task_outputs: dict, task_indices: torch.Tensor, specs
     by_id = {task.id: task for task in specs}
     for task_id, output in task_outputs.items():
         task = by_id[task_id]
-        for field in output_fields(impls[task.type]):
+        for field in TASK_TYPES[task.type].output_fields:
             values = output[field].detach()
             region = (output["indices"],) + tuple(slice(0, size) for size in values.shape[1:])
             predictions[f"{task.type}_{field}"][region] = values.to(dtype)
     return predictions
 
 
-def prediction_layout(specs, impls, config, image_size: tuple[int, int]) -> dict:
+def prediction_layout(specs, config, image_size: tuple[int, int]) -> dict:
     """`<type>_<field>` -> the per-sample shape its rows are padded to: per dimension the largest over the tasks
     of that type, from each type's `output_shapes` for this image size."""
     layout = {}
     for task in specs:
-        for field, shape in impls[task.type].output_shapes(config, task, image_size).items():
+        for field, shape in TASK_TYPES[task.type].output_shapes(config, task, image_size).items():
             key = f"{task.type}_{field}"
             layout[key] = tuple(max(a, b) for a, b in zip(layout.get(key, shape), shape))
     return layout
 
 
-# The dimension (of a batched field) that counts classes or points, and that count for a task; other fields and
-# dimensions (queries, spatial sizes) are the same for every task of the type.
-SLOT_DIMENSIONS = {
-    ("segmentation", "logits"): (1, lambda task: task.num_classes),
-    ("classification", "logits"): (1, lambda task: task.num_classes),
-    ("detection", "logits"): (2, lambda task: task.num_classes + 1),
-    ("regression", "keypoints"): (1, lambda task: task.num_points),
-    ("regression", "heatmaps"): (1, lambda task: task.num_points),
-}
-
-
-def outputs_by_task(predictions: Mapping, specs, impls) -> dict:
+def outputs_by_task(predictions: Mapping, specs) -> dict:
     """A (gathered) predictions dict -> task id -> (positions of its samples, its head's output object with
-    every field cut to the task's own class or point count). Takes numpy arrays (what `compute_metrics`
-    receives) or tensors."""
+    every field cut to the task's own output count, by the type's `slot_dimensions`). Takes numpy arrays (what
+    `compute_metrics` receives) or tensors."""
     task_indices = np.asarray(predictions["task_ids"]).reshape(-1)
     results = {}
     for index in sorted(set(task_indices.tolist())):
         task = specs[index]
-        impl = impls[task.type]
+        task_type = TASK_TYPES[task.type]
         positions = np.flatnonzero(task_indices == index)
         fields = {}
-        for field in output_fields(impl):
+        for field in task_type.output_fields:
             values = torch.as_tensor(np.asarray(predictions[f"{task.type}_{field}"])[positions])
-            if (task.type, field) in SLOT_DIMENSIONS:
-                dimension, size = SLOT_DIMENSIONS[task.type, field]
+            if field in task_type.slot_dimensions:
+                dimension, size = task_type.slot_dimensions[field]
                 values = values.narrow(dimension, 0, size(task))
             fields[field] = values
-        results[task.id] = (positions, impl.output_class(**fields))
+        results[task.id] = (positions, task_type.output_class(**fields))
     return results
 
 
 __all__ = [
-    "LABEL_KEYS",
     "PADDING_VALUE",
     "batch_labels",
     "outputs_by_task",

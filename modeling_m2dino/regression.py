@@ -14,6 +14,7 @@ from torch.nn import functional as F
 from transformers.utils import ModelOutput
 
 from .feature_fusion import MultiLevelFusionHead, conv_block
+from .task_type_base import PADDING_VALUE, TaskType
 
 
 @dataclass
@@ -70,13 +71,36 @@ class M2DinoKeypointHead(MultiLevelFusionHead):
         return soft_argmax(heatmaps), heatmaps
 
 
-class RegressionType:
+class RegressionType(TaskType):
     """Everything that is specific to landmark regression tasks, in one place."""
 
     name = "regression"
     head_class = M2DinoKeypointHead
     output_class = M2DinoKeypointDetectionOutput
-    output_field = ("keypoints", "heatmaps")
+    output_fields = ("keypoints", "heatmaps")
+    order = 3
+    csv_name = "Regression"  # the challenge CSVs capitalise this one
+    count_field = "num_points"
+    label_keys = ("points",)
+    slot_dimensions = {"keypoints": (1, lambda task: task.num_points), "heatmaps": (1, lambda task: task.num_points)}
+
+    @classmethod
+    def default_labels(cls, count: int) -> list[str]:
+        return [f"point_{i}" for i in range(count)]
+
+    @staticmethod
+    def empty_labels(batch_size, tasks, labels, image_size) -> dict:
+        point_slots = max(task.num_points for task in tasks)
+        return {"points": torch.full((batch_size, point_slots, 2), float(PADDING_VALUE))}
+
+    @staticmethod
+    def fill_labels(out, row, label, task, image_size):
+        points = torch.as_tensor(np.asarray(label["points"]), dtype=torch.float32).reshape(-1, 2)
+        out["points"][row, : len(points)] = points
+
+    @staticmethod
+    def sample_labels(labels, row, task) -> dict:
+        return {"points": labels["points"][row, : task.num_points]}
 
     @staticmethod
     def output_shapes(config, task, image_size: tuple[int, int]) -> dict[str, tuple[int, ...]]:

@@ -9,6 +9,7 @@ from torch.nn import functional as F
 from transformers.modeling_outputs import SemanticSegmenterOutput
 
 from .feature_fusion import MultiLevelFusionHead, conv_block
+from .task_type_base import PADDING_VALUE, TaskType
 
 
 @dataclass
@@ -36,13 +37,33 @@ class M2DinoSegmentationHead(MultiLevelFusionHead):
         return self.classifier(hidden)
 
 
-class SegmentationType:
+class SegmentationType(TaskType):
     """Everything that is specific to segmentation tasks, in one place."""
 
     name = "segmentation"
     head_class = M2DinoSegmentationHead
     output_class = M2DinoSemanticSegmenterOutput
-    output_field = "logits"
+    output_fields = ("logits",)
+    order = 0
+    csv_name = "segmentation"
+    min_count = 2  # background and at least one structure
+    label_keys = ("masks",)
+    slot_dimensions = {"logits": (1, lambda task: task.num_classes)}
+
+    @staticmethod
+    def empty_labels(batch_size, tasks, labels, image_size) -> dict:
+        return {"masks": torch.full((batch_size, *image_size), PADDING_VALUE, dtype=torch.int32)}
+
+    @staticmethod
+    def fill_labels(out, row, label, task, image_size):
+        mask = torch.as_tensor(np.asarray(label["mask"]))
+        if tuple(mask.shape) != tuple(image_size):
+            raise ValueError(f"sample {row} (task {task.id!r}): mask {tuple(mask.shape)} is not at the processed size {image_size}")
+        out["masks"][row] = mask.to(torch.int32)
+
+    @staticmethod
+    def sample_labels(labels, row, task) -> dict:
+        return {"mask": labels["masks"][row].long()}
 
     @staticmethod
     def output_shapes(config, task, image_size: tuple[int, int]) -> dict[str, tuple[int, ...]]:

@@ -17,20 +17,14 @@ from importlib.resources import files
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-# Task types as the hub names them (for pipeline_tag and model-index task types).
-HUB_TASK_TYPES = {
-    "segmentation": "image-segmentation",
-    "classification": "image-classification",
-    "detection": "object-detection",
-    "regression": "keypoint-detection",
-}
-# The Auto class a user loads for the default task's type.
-AUTO_CLASSES = {
-    "segmentation": "AutoModelForSemanticSegmentation",
-    "classification": "AutoModelForImageClassification",
-    "detection": "AutoModelForObjectDetection",
-    "regression": "AutoModelForKeypointDetection",
-}
+from modeling_m2dino.tasks import TaskSpec
+
+from .task_types import TRAINING_TASK_TYPES
+
+# Task types as the hub names them (for pipeline_tag and model-index task types), and the Auto class a user loads
+# for the default task's type: each type's `pipeline_tag` and `auto_class`.
+HUB_TASK_TYPES = {name: kind.pipeline_tag for name, kind in TRAINING_TASK_TYPES.items()}
+AUTO_CLASSES = {name: kind.auto_class for name, kind in TRAINING_TASK_TYPES.items()}
 TAGS = ["ultrasound", "medical-imaging", "mixture-of-experts", "multi-task", "dinov3", "m2dino"]
 SYNTHETIC_DATASET_NAME = "FMC_UIA synthetic suite"
 DINOV3_LICENCE = {
@@ -170,8 +164,11 @@ def licence(config: dict, base_model_dir: str | None = None) -> tuple[dict, str]
 def _task_rows(config: dict) -> list[dict]:
     rows = []
     for task in config.get("tasks") or []:
-        count = task.get("num_points") if task.get("type") == "regression" else task.get("num_classes")
-        singular, plural = ("point", "points") if task.get("type") == "regression" else ("class", "classes")
+        kind = TRAINING_TASK_TYPES.get(task.get("type"))
+        if kind is None:
+            raise ValueError(f"task {task.get('id')!r}: unknown type {task.get('type')!r}; known types: {', '.join(TRAINING_TASK_TYPES)}")
+        count = kind.model_type.count(TaskSpec.from_dict(task))
+        singular, plural = kind.count_nouns
         unit = singular if count == 1 else plural
         rows.append({"id": task["id"], "type": task["type"], "group": task.get("group", "other"), "count": f"{count} {unit}"})
     return rows

@@ -18,10 +18,11 @@ import numpy as np
 import torch
 
 from modeling_m2dino.image_processing_m2dino import image_size
-from modeling_m2dino.modeling_m2dino import TASK_TYPE_IMPLEMENTATIONS
+from modeling_m2dino.task_types import TASK_TYPES
 
 from . import metrics as challenge
 from .data.collate import references_of, task_list
+from .task_types import training_task_type
 
 MAX_BASELINE_EXAMPLES = 256  # training examples per task that fit the trivial baseline
 
@@ -79,7 +80,7 @@ def loading_report(dataset) -> dict:
 @torch.no_grad()
 def predict(model, processor, task, examples: list[dict], batch_size: int = 32) -> list:
     """Predictions for one task's examples, in original pixels, in the form the metrics take."""
-    impl = TASK_TYPE_IMPLEMENTATIONS[task.type]
+    impl = TASK_TYPES[task.type]
     device = next(model.parameters()).device
     predictions = []
     for start in range(0, len(examples), batch_size):
@@ -113,17 +114,17 @@ def evaluate_task(model, processor, task, eval_examples, train_examples=None, ba
     references = references_of(task, eval_examples)
     sizes = [image_size(e["image"]) for e in eval_examples]
     predictions = predict(model, processor, task, eval_examples, batch_size)
-    if task.type == "classification":
-        predictions = np.stack(predictions)
+    kind = training_task_type(task)
+    predictions = kind.stack(predictions)
     model_metrics = challenge.task_metrics(task, predictions, references, image_sizes=sizes, distances=distances)
     result = {"type": task.type, "group": task.group, "n_eval": len(eval_examples),
-              "primary_metric": challenge.PRIMARY_METRIC[task.type], "metrics": scalars(model_metrics)}
+              "primary_metric": kind.primary_metric, "metrics": scalars(model_metrics)}
     if train_examples:
         baseline = challenge.task_metrics(task, baseline_predictions(task, train_examples, eval_examples), references,
                                           image_sizes=sizes, distances=distances)
-        key = challenge.PER_SAMPLE_KEY[task.type]
+        key = kind.per_sample_key
         mean, lower, upper = challenge.bootstrap_difference_ci(
-            model_metrics[key], baseline[key], higher_is_better=challenge.PER_SAMPLE_HIGHER_IS_BETTER[task.type], seed=seed
+            model_metrics[key], baseline[key], higher_is_better=kind.per_sample_higher_is_better(), seed=seed
         )
         result["baseline"] = scalars(baseline)
         result["difference"] = {"per_sample": key, "mean": mean, "ci95_lower": lower, "ci95_upper": upper}
@@ -160,15 +161,6 @@ def flat_metrics(results: dict, prefix: str = "eval") -> dict[str, float]:
     return flat
 
 
-# The challenge's figures per task type, in the order its summary prints them.
-CHALLENGE_FIGURES = {
-    "segmentation": ("DSC", "HD"),
-    "classification": ("Accuracy", "AUC", "F1_macro", "F1_weighted", "MCC"),
-    "detection": ("IoU",),
-    "regression": ("MRE",),
-}
-
-
 def results_table(results: dict) -> str:
     """A Markdown table: per task the challenge's figures, then its primary metric against the trivial
     baseline with the 95% CI of the per-sample difference (positive = the model is better)."""
@@ -176,7 +168,8 @@ def results_table(results: dict) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for task_id, r in results["tasks"].items():
         key = r["primary_metric"]
-        figures = ", ".join(f"{name} {r['metrics'][name]:.3f}" for name in CHALLENGE_FIGURES[r["type"]] if name in r["metrics"])
+        figures = ", ".join(f"{name} {r['metrics'][name]:.3f}" for name in training_task_type(r["type"]).challenge_figures
+                            if name in r["metrics"])
         baseline = r.get("baseline", {}).get(key, float("nan"))
         diff = r.get("difference")
         ci = f"[{diff['ci95_lower']:+.3f}, {diff['ci95_upper']:+.3f}]" if diff else "-"

@@ -26,9 +26,10 @@ import time
 
 import numpy as np
 
-from modeling_m2dino import FMC_UIA_TASKS
+from modeling_m2dino import EXTRA_TASKS, FMC_UIA_TASKS
 
 from . import study, train
+from .data.sources import synthetic_tasks
 
 PARADIGMS = ("ts", "cg", "au", "advised")
 # Two clinical groups of different data scale (obstetrics large, breast small) and all four task types
@@ -72,12 +73,12 @@ def parse_arguments(argv=None):
     args, passthrough = parser.parse_known_args(argv)
     if {"--seed", "--max-steps"} & set(passthrough):
         raise SystemExit("--seed and --max_steps are set by the study (use --seeds and --max_steps of m2dino-experiment)")
-    valid = {t.id for t in FMC_UIA_TASKS}
+    valid = {t.id for t in FMC_UIA_TASKS + EXTRA_TASKS}
     args.tasks = [t.id for t in FMC_UIA_TASKS] if args.tasks == ["all"] else args.tasks
     unknown = sorted(set(args.tasks) - valid)
     if unknown:
         raise SystemExit(f"--tasks: unknown task(s) {unknown}; valid: all, {', '.join(sorted(valid))}")
-    args.tasks = [t.id for t in FMC_UIA_TASKS if t.id in args.tasks]
+    args.tasks = [t.id for t in FMC_UIA_TASKS + EXTRA_TASKS if t.id in args.tasks]
     args.paradigms = [p.strip() for p in args.paradigms.split(",") if p.strip()]
     bad = [p for p in args.paradigms if p not in PARADIGMS]
     if bad or "ts" not in args.paradigms or len(set(args.paradigms)) < 2:
@@ -104,7 +105,7 @@ def models_of(paradigm: str, tasks: list[str], groups_file: str | None) -> list[
     if paradigm == "au":
         return [("all", list(tasks))]
     run = train.M2DinoRunArguments(paradigm="cg", tasks=list(tasks), groups=groups_file)
-    return train.plan_runs(run, list(tasks), list(FMC_UIA_TASKS))
+    return train.plan_runs(run, list(tasks), list(FMC_UIA_TASKS + EXTRA_TASKS))
 
 
 def run_advisor(args, tasks) -> dict:
@@ -196,7 +197,7 @@ def main(argv=None):
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) - base_training.dataloader_num_workers))
     image_size = run_args.image_size or study._preset_image_size(run_args.preset)
-    data = study.load_study_data(args.data, image_size, args.data_seed, args.settings["suite_scale"], list(FMC_UIA_TASKS))
+    data = study.load_study_data(args.data, image_size, args.data_seed, args.settings["suite_scale"], synthetic_tasks(args.tasks))
     results = {}
     started = time.time()
     for number, spec in enumerate(runs, 1):

@@ -14,12 +14,13 @@ import math
 import numpy as np
 import torch
 
-from modeling_m2dino.modeling_m2dino import TASK_TYPE_IMPLEMENTATIONS
 from modeling_m2dino.per_sample import batch_labels, outputs_by_task
+from modeling_m2dino.task_types import TASK_TYPES
 
 from . import metrics as challenge
 from .data.collate import collate
 from .evaluate import scalars
+from .task_types import training_task_type
 
 
 class TrainerCollator:
@@ -44,22 +45,9 @@ class TrainerCollator:
 
 
 def references(task, labels: dict, positions: np.ndarray, original_sizes: np.ndarray):
-    """A task's references from the gathered labels, as `metrics.task_metrics` takes them: class indices, masks
-    at the processed size, boxes (x_min, y_min, x_max, y_max) and points (x, y) in original pixels."""
-    if task.type == "classification":
-        return np.asarray(labels["class_labels"])[positions].astype(np.int64)
-    if task.type == "segmentation":
-        return [np.asarray(labels["masks"])[i].astype(np.int64) for i in positions]
-    if task.type == "detection":
-        result = []
-        for i, (height, width) in zip(positions, original_sizes):
-            present = np.asarray(labels["box_labels"])[i] != -100
-            cx, cy, w, h = np.asarray(labels["boxes"])[i][present].astype(np.float64).T
-            result.append(np.stack([(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width,
-                                    (cy + h / 2) * height], axis=-1).astype(np.float32))
-        return result
-    points = np.asarray(labels["points"])[positions, : task.num_points].astype(np.float64)
-    return [(p * np.array([width, height])).astype(np.float32) for p, (height, width) in zip(points, original_sizes)]
+    """A task's references from the gathered labels, as `metrics.task_metrics` takes them (each type's
+    `layout_references`: class indices, masks at the processed size, boxes and points in original pixels)."""
+    return training_task_type(task).layout_references(task, labels, positions, original_sizes)
 
 
 class ChallengeMetrics:
@@ -86,19 +74,14 @@ class ChallengeMetrics:
         if not isinstance(labels, dict) or not np.array_equal(np.asarray(labels["task_ids"]), np.asarray(predictions["task_ids"])):
             raise ValueError("ChallengeMetrics needs labels from TrainerCollator, row for row with the predictions")
         results = {}
-        for task_id, (positions, output) in outputs_by_task(predictions, self.specs, TASK_TYPE_IMPLEMENTATIONS).items():
+        for task_id, (positions, output) in outputs_by_task(predictions, self.specs).items():
             task = self.specs[[t.id for t in self.specs].index(task_id)]
-            impl = TASK_TYPE_IMPLEMENTATIONS[task.type]
+            kind = training_task_type(task)
             original_sizes = np.asarray(labels["original_sizes"])[positions]
             refs = references(task, labels, positions, original_sizes)
-            if task.type == "segmentation":
-                sizes = [ref.shape for ref in refs]
-            else:
-                sizes = [tuple(int(v) for v in size) for size in original_sizes]
+            sizes = kind.layout_sizes(refs, original_sizes)
             with torch.no_grad():
-                preds = impl.decode(output, sizes)
-            if task.type == "classification":
-                preds = np.stack(preds)
+                preds = kind.stack(TASK_TYPES[task.type].decode(output, sizes))
             task_metrics = scalars(challenge.task_metrics(task, preds, refs, image_sizes=sizes))
             diagonal = float(np.mean([math.hypot(*size) for size in original_sizes]))
             results[task_id] = (task.type, task_metrics, diagonal)

@@ -38,12 +38,12 @@ regression     `regression_metrics(pred_points, ref_points, image_sizes=None)`
     `NMRE` = mean of per-image error / image diagonal. `per_sample_radial_error` (per image).
 Every result also carries `num_samples`.
 
-`task_metrics(task, predictions, references)` dispatches on `task.type` (see its docstring for the
-per-type input forms).
+`task_metrics(task, predictions, references)` hands a task to its type's `metrics` (see its docstring for
+the per-type input forms); the per-type choices below live in each type's module, `m2dino_training.task_types`.
 
 Checkpoint selection
 --------------------
-`PRIMARY_METRIC[type]` names one metric per type and `HIGHER_IS_BETTER[type]` its direction:
+Each type's `primary_metric` and `higher_is_better` (`m2dino_training.task_types`) name one metric per type and its direction:
 segmentation `DSC` (up), classification `F1_macro` (up; chosen over accuracy because a majority-class
 predictor scores a high accuracy on the challenge's imbalanced tasks but a low macro F1), detection
 `IoU` (up), regression `MRE` (down).
@@ -62,7 +62,7 @@ Baselines and significance
 --------------------------
 `trivial_baseline_predictions` fits a label-only predictor on the training references (see its
 docstring) and `bootstrap_difference_ci` gives a paired bootstrap CI of model minus baseline on the
-per-sample scores named in `PER_SAMPLE_KEY` (sign-flipped for lower-is-better, so positive = model
+per-sample scores named by each type's `per_sample_key` (sign-flipped for lower-is-better, so positive = model
 better).
 """
 
@@ -74,27 +74,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
-
-PRIMARY_METRIC = {
-    "segmentation": "DSC",
-    "classification": "F1_macro",
-    "detection": "IoU",
-    "regression": "MRE",
-}
-HIGHER_IS_BETTER = {
-    "segmentation": True,
-    "classification": True,
-    "detection": True,
-    "regression": False,
-}
-# The per-sample score each task type bootstraps over, and whether higher is better for it.
-PER_SAMPLE_KEY = {
-    "segmentation": "per_sample_dsc",
-    "classification": "per_sample_correct",
-    "detection": "per_sample_iou",
-    "regression": "per_sample_radial_error",
-}
-PER_SAMPLE_HIGHER_IS_BETTER = {"segmentation": True, "classification": True, "detection": True, "regression": False}
 
 # The 4-connected cross: the erosion that defines a mask's surface for HD95.
 _CROSS = ndimage.generate_binary_structure(2, 1)
@@ -115,7 +94,7 @@ def _check_masks(pred: np.ndarray, ref: np.ndarray, index: int) -> tuple[np.ndar
     return pred.astype(np.int64, copy=False), ref.astype(np.int64, copy=False)
 
 
-def _dice_per_class(pred: np.ndarray, ref: np.ndarray, num_classes: int) -> np.ndarray:
+def dice_per_class(pred: np.ndarray, ref: np.ndarray, num_classes: int) -> np.ndarray:
     """DSC of every class 0..C-1 (background included) for one image, from a single confusion bincount.
 
     Values of the prediction outside 0..C-1 belong to no class (they only enlarge no class's pixel set),
@@ -216,7 +195,7 @@ def segmentation_metrics(
     distance95 = np.zeros((len(refs), num_classes - 1))
     for i, (pred, ref) in enumerate(zip(preds, refs)):
         pred, ref = _check_masks(pred, ref, i)
-        dsc[i] = _dice_per_class(pred, ref, num_classes)
+        dsc[i] = dice_per_class(pred, ref, num_classes)
         if distances:
             for c in range(num_classes):
                 hd[i, c] = hausdorff_distance(pred == c, ref == c)
@@ -325,7 +304,7 @@ def classification_metrics(
 # ----------------------------------------------------------------------------------------------
 
 
-def _as_boxes(boxes) -> np.ndarray:
+def as_boxes(boxes) -> np.ndarray:
     boxes = np.asarray(boxes if boxes is not None else [], np.float64)
     return boxes.reshape(-1, 4)
 
@@ -342,7 +321,7 @@ def challenge_box_iou(pred_box, ref_box) -> float:
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pairwise IoU (n, m) of boxes (x_min, y_min, x_max, y_max) in continuous coordinates."""
-    a, b = _as_boxes(a), _as_boxes(b)
+    a, b = as_boxes(a), as_boxes(b)
     lo = np.maximum(a[:, None, :2], b[None, :, :2])
     hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = np.clip(hi - lo, 0, None).prod(-1)
@@ -353,7 +332,7 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _sorted_by_score(boxes, scores) -> tuple[np.ndarray, np.ndarray]:
-    boxes = _as_boxes(boxes)
+    boxes = as_boxes(boxes)
     # Without scores the given order is the ranking (first box = most confident).
     scores = np.linspace(1, 0, len(boxes)) if scores is None else np.asarray(scores, np.float64).ravel()
     if len(scores) != len(boxes):
@@ -390,7 +369,7 @@ def detection_metrics(
     all_scores, all_tp, n_gt = [], [], 0
     for i, (boxes, scores, refs) in enumerate(zip(pred_boxes, scores_list, ref_boxes)):
         boxes, scores = _sorted_by_score(boxes, scores)
-        refs = _as_boxes(refs)
+        refs = as_boxes(refs)
         ious = box_iou(boxes, refs)  # (n_pred, n_gt), rows by decreasing score
         if len(refs) == 0:
             per_sample[i] = 1.0 if len(boxes) == 0 else 0.0
@@ -473,7 +452,7 @@ def regression_metrics(
 # ----------------------------------------------------------------------------------------------
 
 
-def _split_detections(predictions) -> tuple[list, list | None]:
+def split_detections(predictions) -> tuple[list, list | None]:
     """Accept [{"boxes", "scores"}] dicts, (boxes, scores) pairs, or bare (n, 4) arrays (ranked)."""
     boxes, scores = [], []
     for pred in predictions:
@@ -499,16 +478,9 @@ def task_metrics(task, predictions, references, image_sizes=None, distances: boo
                     ranked (n, 4) arrays); references: list of (m, 4) or (4,) boxes
     regression      predictions / references: lists of (P, 2) points; `image_sizes` adds `NMRE`
     """
-    if task.type == "segmentation":
-        return segmentation_metrics(predictions, references, task.num_classes, class_names=task.labels[1:], distances=distances)
-    if task.type == "classification":
-        return classification_metrics(predictions, references, task.num_classes, class_names=task.labels)
-    if task.type == "detection":
-        boxes, scores = _split_detections(predictions)
-        return detection_metrics(boxes, scores, references)
-    if task.type == "regression":
-        return regression_metrics(predictions, references, point_names=task.labels, image_sizes=image_sizes)
-    raise ValueError(f"task {task.id!r}: unknown type {task.type!r}")
+    from .task_types import training_task_type
+
+    return training_task_type(task).metrics(task, predictions, references, image_sizes=image_sizes, distances=distances)
 
 
 def metrics_with_prefix(task_id: str, metrics: Mapping) -> dict[str, float]:
@@ -526,23 +498,18 @@ def normalized_score(
     task_type: str, metrics: Mapping, baseline_metrics: Mapping | None = None, image_diagonal: float | None = None
 ) -> float:
     """A task's primary metric as a higher-is-better score in [0, 1] (formula in the module docstring)."""
-    if task_type not in PRIMARY_METRIC:
-        raise ValueError(f"unknown task type {task_type!r}")
-    value = float(metrics[PRIMARY_METRIC[task_type]])
-    if HIGHER_IS_BETTER[task_type]:
+    from .task_types import training_task_type
+
+    kind = training_task_type(task_type)
+    value = float(metrics[kind.primary_metric])
+    if kind.higher_is_better:
         score = value
-    elif baseline_metrics is not None and PRIMARY_METRIC[task_type] in baseline_metrics:
-        reference = float(baseline_metrics[PRIMARY_METRIC[task_type]])
+    elif baseline_metrics is not None and kind.primary_metric in baseline_metrics:
+        reference = float(baseline_metrics[kind.primary_metric])
         # A perfect baseline leaves nothing to normalise by: only a perfect model then scores 1.
         score = 1.0 - value / reference if reference > 0 else float(value == 0)
-    elif image_diagonal is not None:
-        score = 1.0 - value / float(image_diagonal)
-    elif "NMRE" in metrics:
-        score = 1.0 - float(metrics["NMRE"])
     else:
-        raise ValueError(
-            f"a {task_type} score needs baseline_metrics, image_diagonal or `NMRE` in the metrics to be normalised"
-        )
+        score = kind.score_without_baseline(value, metrics, image_diagonal)
     return 0.0 if np.isnan(score) else float(np.clip(score, 0.0, 1.0))
 
 
@@ -571,10 +538,7 @@ def mean_normalized_score(
 # trivial baselines
 # ----------------------------------------------------------------------------------------------
 
-_MAJORITY_GRID = (128, 128)  # resolution of the per-pixel vote, in normalised image coordinates
-
-
-def _resize_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize by index sampling at pixel centres."""
     h, w = mask.shape
     rows = np.minimum(((np.arange(size[0]) + 0.5) * h / size[0]).astype(np.int64), h - 1)
@@ -582,13 +546,23 @@ def _resize_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return mask[rows[:, None], cols[None, :]]
 
 
-def _sizes(sizes, references, what) -> np.ndarray:
+def image_sizes_of(sizes, references, what) -> np.ndarray:
+    """(N, 2) image sizes (H, W), one per reference: the baselines that place a mean box or points need them."""
     if sizes is None:
         raise ValueError(f"{what} are needed to place a mean box or mean points in each image")
     sizes = np.asarray(sizes, np.float64).reshape(-1, 2)
     if len(sizes) != len(references):
         raise ValueError(f"{len(sizes)} {what} for {len(references)} references")
     return sizes
+
+
+def finite_numbers(value, count: int | None = None) -> list[float] | None:
+    """A list of `count` (any count when None) finite numbers as floats, or None when `value` is not one."""
+    if not isinstance(value, (list, tuple)) or (count is not None and len(value) != count):
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+        return None
+    return [float(v) for v in value]
 
 
 def trivial_baseline_predictions(task, train_references, eval_references, train_sizes=None, eval_sizes=None):
@@ -606,47 +580,9 @@ def trivial_baseline_predictions(task, train_references, eval_references, train_
     regression      the mean training points in normalised coordinates scaled to each eval image: (P, 2)
                     arrays. Needs train_sizes and eval_sizes (H, W).
     """
-    if task.type == "classification":
-        labels = np.asarray(train_references, np.int64).ravel()
-        freq = np.bincount(labels, minlength=task.num_classes)[: task.num_classes].astype(np.float64)
-        freq /= freq.sum()
-        return np.tile(freq, (len(eval_references), 1))
+    from .task_types import training_task_type
 
-    if task.type == "segmentation":
-        votes = np.zeros((task.num_classes, *_MAJORITY_GRID), np.int64)
-        onehot_classes = np.arange(task.num_classes)[:, None, None]
-        for mask in train_references:
-            votes += _resize_nearest(np.asarray(mask), _MAJORITY_GRID)[None] == onehot_classes
-        majority = votes.argmax(0)
-
-        def dice_on_train(predict):
-            return np.mean([_dice_per_class(predict(np.asarray(m).shape), np.asarray(m, np.int64), task.num_classes)[1:].mean()
-                            for m in train_references])
-
-        def empty(shape):
-            return np.zeros(shape, np.int64)
-
-        def vote(shape):
-            return _resize_nearest(majority, shape)
-
-        best = vote if majority.any() and dice_on_train(vote) > dice_on_train(empty) else empty
-        return [best(np.asarray(m).shape) for m in eval_references]
-
-    if task.type in ("detection", "regression"):
-        train_hw = _sizes(train_sizes, train_references, "train_sizes")
-        eval_hw = _sizes(eval_sizes, eval_references, "eval_sizes")
-        if task.type == "detection":
-            # The first GT box of each training image: the challenge has one box per image.
-            boxes = np.stack([_as_boxes(b)[0] for b in train_references])
-            scale = np.concatenate([train_hw[:, ::-1], train_hw[:, ::-1]], 1)  # (W, H, W, H)
-            mean_box = (boxes / scale).mean(0)
-            eval_scale = np.concatenate([eval_hw[:, ::-1], eval_hw[:, ::-1]], 1)
-            return [{"boxes": (mean_box * s)[None], "scores": np.ones(1)} for s in eval_scale]
-        points = np.stack([np.asarray(p, np.float64).reshape(-1, 2) for p in train_references])  # (N, P, 2)
-        mean_points = (points / train_hw[:, None, ::-1]).mean(0)  # x / W, y / H
-        return [mean_points * wh for wh in eval_hw[:, None, ::-1]]
-
-    raise ValueError(f"task {task.id!r}: unknown type {task.type!r}")
+    return training_task_type(task).baseline(task, train_references, eval_references, train_sizes, eval_sizes)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -701,7 +637,8 @@ def load_challenge_metric(task_type: str, **kwargs):
 
     import evaluate
 
-    if task_type not in PRIMARY_METRIC:
-        raise ValueError(f"unknown task type {task_type!r}; one of {', '.join(PRIMARY_METRIC)}")
+    from .task_types import training_task_type
+
+    training_task_type(task_type)  # a ValueError naming the known types
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "metrics_modules", "fmc_uia.py")
     return evaluate.load(script, config_name=task_type, **kwargs)

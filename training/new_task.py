@@ -14,7 +14,7 @@ import json
 import torch
 from torch import nn
 
-from modeling_m2dino import TASK_TYPE_IMPLEMENTATIONS, TaskSpec
+from modeling_m2dino import TASK_TYPES, TaskSpec
 from modeling_m2dino.moe import M2DinoTaskRouter
 
 REQUIRED_FIELDS = ("id", "type", "labels", "group")
@@ -38,8 +38,9 @@ def read_task_file(path: str, existing_ids=()) -> list[TaskSpec]:
         if missing:
             raise ValueError(f"{where}: missing field(s) {missing}; a new task needs {list(REQUIRED_FIELDS)}")
         entry = dict(entry)
-        if isinstance(entry["labels"], list):  # the names fix the count unless it is given
-            entry.setdefault("num_points" if entry["type"] == "regression" else "num_classes", len(entry["labels"]))
+        count_field = TASK_TYPES[entry["type"]].count_field if entry["type"] in TASK_TYPES else None
+        if isinstance(entry["labels"], list) and count_field:  # the names fix the count unless it is given
+            entry.setdefault(count_field, len(entry["labels"]))
         try:
             spec = TaskSpec.from_dict(entry)
         except (TypeError, ValueError) as err:
@@ -77,7 +78,7 @@ def add_task(model, spec: TaskSpec, router_init: str = "mean") -> int:
     config.tasks = config.tasks + [spec.to_dict()]
     backbone.task_index[spec.id] = index
     if hasattr(model, "heads") and model.task_type in (None, spec.type):
-        head = TASK_TYPE_IMPLEMENTATIONS[spec.type].head_class(config, spec)
+        head = TASK_TYPES[spec.type].head_class(config, spec)
         for module in head.modules():
             model._init_weights(module)
         reference = next(model.parameters())

@@ -33,18 +33,12 @@ from PIL import Image
 from modeling_m2dino.tasks import TaskSpec
 
 from .evaluate import examples_by_task, load_split, predict
+from .task_types import TRAINING_TASK_TYPES, training_task_type
 
-PREDICTION_FILES = {
-    "classification": "classification_predictions.json",
-    "detection": "detection_predictions.json",
-    "regression": "regression_predictions.json",
-}
-# The fields the challenge's scorer reads from each record of a prediction file.
-REQUIRED_FIELDS = {
-    "classification": ("image_path", "task_id", "predicted_class"),
-    "detection": ("image_path", "task_id", "bbox_pixels"),
-    "regression": ("image_path", "task_id", "predicted_points_pixels"),
-}
+# The submission's JSON files by task type (masks go to PNG files instead), and the fields the challenge's scorer
+# reads from each record of them.
+PREDICTION_FILES = {name: kind.prediction_file for name, kind in TRAINING_TASK_TYPES.items() if kind.prediction_file}
+REQUIRED_FIELDS = {name: kind.record_fields for name, kind in TRAINING_TASK_TYPES.items() if kind.prediction_file}
 
 
 def submission_image_path(example: dict, data_root: str) -> str:
@@ -73,19 +67,7 @@ def mask_output_path(out_dir: str, mask_path: str) -> str:
 
 def prediction_record(task: TaskSpec, image_path: str, prediction) -> dict:
     """One row's record in the challenge's vocabulary (segmentation masks go to PNG files instead)."""
-    record = {"image_path": image_path, "task_id": task.id}
-    if task.type == "classification":
-        probs = [float(p) for p in prediction]
-        record.update(predicted_class=int(np.argmax(prediction)), predicted_probs=probs)
-    elif task.type == "detection":
-        # `decode` lists every query's box, best first; the challenge scores one box per image.
-        record.update(bbox_pixels=[float(v) for v in np.asarray(prediction["boxes"])[0]],
-                      score=float(np.asarray(prediction["scores"])[0]))
-    elif task.type == "regression":
-        record.update(predicted_points_pixels=[float(v) for v in np.asarray(prediction).reshape(-1)])
-    else:
-        raise ValueError(f"task {task.id!r}: a {task.type} prediction has no JSON record")
-    return record
+    return {"image_path": image_path, "task_id": task.id, **training_task_type(task).prediction_record(task, prediction)}
 
 
 def write_mask(path: str, mask: np.ndarray) -> None:
@@ -116,7 +98,7 @@ def write_submission(model, processor, data, data_root: str, out_dir: str, tasks
             if key in seen_keys:
                 raise ValueError(f"{where} and {seen_keys[key]}: two rows of task {task_id!r} with image_path {image_path!r}")
             seen_keys[key] = where
-            if task.type == "segmentation":
+            if training_task_type(task).prediction_file is None:
                 # Without a CSV (a datasets folder) there is no mask_path: the mask is named after the record's key.
                 mask_path = example.get("csv_mask_path") or fallback_mask_path(image_path)
                 path = os.path.normpath(mask_output_path(out_dir, mask_path))

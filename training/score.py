@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -35,22 +34,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from modeling_m2dino.tasks import CSV_TASK_NAMES, FMC_UIA_TASKS
+from modeling_m2dino.task_types import TASK_TYPES
+from modeling_m2dino.tasks import EXTRA_TASKS, FMC_UIA_TASKS
 
-from . import metrics as challenge
-from .data.checks import read_mask
 from .predict import PREDICTION_FILES, REQUIRED_FIELDS, mask_output_path
+from .task_types import TRAINING_TASK_TYPES, training_task_type
 
-_BOX_FIELDS = ("x_min", "y_min", "x_max", "y_max")
-# The figures the challenge reports per task, and which of them its summary averages per type.
-HEADLINE = {
-    "segmentation": ("DSC", "HD"),
-    "classification": ("Accuracy", "AUC", "F1_macro", "F1_weighted", "MCC"),
-    "detection": ("IoU",),
-    "regression": ("MRE",),
-}
-# Extra figures m2dino-score also reports (m2dino-evaluate reports them too, so both can be compared).
-EXTRA = {"segmentation": ("HD95",), "classification": (), "detection": (), "regression": ("MRE_std",)}
 _MAX_PROBLEMS = 200
 
 
@@ -159,35 +148,10 @@ def load_records(pred_dir: str, kind: str, report: Report) -> list[tuple[int, di
     return good
 
 
-def _numbers(value, count: int | None = None) -> list[float] | None:
-    if not isinstance(value, (list, tuple)) or (count is not None and len(value) != count):
-        return None
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
-        return None
-    return [float(v) for v in value]
-
-
 def _reference(row: Row, spec, data_root: str, report: Report):
     """The row's ground truth, or None (reported) when it cannot be read."""
     try:
-        if spec.type == "segmentation":
-            mask = read_mask(os.path.normpath(os.path.join(data_root, "csv_files", row.cell("mask_path"))))
-            if mask.size and mask.max() >= spec.num_classes:
-                raise ValueError(f"mask value {mask.max()} >= num_classes {spec.num_classes}")
-            return mask
-        if spec.type == "classification":
-            label = float(row.cell("mask"))
-            if not label.is_integer() or not 0 <= label < spec.num_classes:
-                raise ValueError(f"class {row.cell('mask')!r} is not one of 0..{spec.num_classes - 1}")
-            return int(label)
-        if spec.type == "detection":
-            return [float(row.cell(name)) for name in _BOX_FIELDS]
-        points = []
-        for k in range(1, spec.num_points + 1):
-            text = row.cell(f"point_{k}_xy")
-            # As the challenge does: a missing ground-truth point counts as (0, 0).
-            points.append(json.loads(text) if text else [0.0, 0.0])
-        return np.asarray(points, np.float64).reshape(-1, 2)
+        return training_task_type(spec).csv_reference(row, spec, data_root)
     except (OSError, ValueError, TypeError) as error:
         report.problem(f"{row.where}: the ground truth of this {spec.type} row cannot be read ({error}); row left out")
         return None
@@ -195,7 +159,7 @@ def _reference(row: Row, spec, data_root: str, report: Report):
 
 def score_submission(data_root: str, pred_dir: str, registry=None) -> dict:
     """Score the submission in `pred_dir` against the labelled layout `data_root` (see the module docstring)."""
-    specs = {t.id: t for t in (registry or FMC_UIA_TASKS)}
+    specs = {t.id: t for t in (registry or FMC_UIA_TASKS + EXTRA_TASKS)}
     report = Report()
     rows_by_task: dict[str, list[Row]] = defaultdict(list)
     # Rows left out for a CSV problem: their records and masks are reported with the row, not as "matching no row".
@@ -214,14 +178,15 @@ def score_submission(data_root: str, pred_dir: str, registry=None) -> dict:
             report.rows_left_out[task_id] += 1
             exclude(row)
             continue
-        if name != CSV_TASK_NAMES[spec.type]:
+        csv_name = TASK_TYPES[spec.type].csv_name
+        if name != csv_name:
             report.problem(f"{row.where}, field 'task_name': {name!r}; the challenge spells it "
-                           f"{CSV_TASK_NAMES[spec.type]!r} and scores tasks by that exact name; row left out")
+                           f"{csv_name!r} and scores tasks by that exact name; row left out")
             report.rows_left_out[task_id] += 1
             exclude(row)
             continue
         count = row.cell("num_classes")
-        expected = spec.num_points if spec.type == "regression" else spec.num_classes
+        expected = training_task_type(spec).csv_count(spec)
         try:
             count_ok = not count or float(count) == expected
         except ValueError:
@@ -234,7 +199,7 @@ def score_submission(data_root: str, pred_dir: str, registry=None) -> dict:
         rows_by_task[task_id].append(row)
 
     records = {kind: load_records(pred_dir, kind, report) for kind in PREDICTION_FILES}
-    results = {kind: {} for kind in HEADLINE}
+    results = {kind: {} for kind in TRAINING_TASK_TYPES}
     # Index every record by (task_id, image_path); a later duplicate replaces an earlier one, as in the challenge.
     index = {}
     for kind, kind_records in records.items():
@@ -249,7 +214,7 @@ def score_submission(data_root: str, pred_dir: str, registry=None) -> dict:
         spec = specs[task_id]
         predictions, references = [], []
         for row in rows:
-            if spec.type == "segmentation":
+            if training_task_type(spec).prediction_file is None:  # predicted masks, one file per row
                 mask_path = row.cell("mask_path")
                 if not mask_path:
                     report.problem(f"{row.where}, field 'mask_path': empty; row left out")
@@ -322,7 +287,8 @@ def score_submission(data_root: str, pred_dir: str, registry=None) -> dict:
     for kind, tasks in results.items():
         scored = [r for r in tasks.values() if r["num_samples"] > 0]
         if scored:
-            summary[kind] = {name: float(np.mean([r[name] for r in scored])) for name in HEADLINE[kind]}
+            summary[kind] = {name: float(np.mean([r[name] for r in scored]))
+                             for name in TRAINING_TASK_TYPES[kind].challenge_figures}
             summary[kind]["num_tasks"] = len(scored)
     out = {kind: tasks for kind, tasks in results.items() if tasks}
     out["summary"] = summary
@@ -340,66 +306,19 @@ def score_submission(data_root: str, pred_dir: str, registry=None) -> dict:
 
 def _record_value(spec, record: dict, what: str, report: Report):
     """A record's prediction in the metrics' form, or None (reported) when a field is malformed."""
-    if spec.type == "classification":
-        predicted = record["predicted_class"]
-        if isinstance(predicted, bool) or not isinstance(predicted, (int, float)) or not float(predicted).is_integer():
-            report.problem(f"{what}: predicted_class {predicted!r} is not an integer")
-            return None
-        probs = record.get("predicted_probs")
-        if probs is not None and _numbers(probs, spec.num_classes) is None:
-            report.problem(f"{what}: predicted_probs is not a list of {spec.num_classes} numbers; the task's AUC is 0")
-            probs = "malformed"
-        return int(predicted), probs
-    if spec.type == "detection":
-        box = _numbers(record["bbox_pixels"], 4)
-        if box is None:
-            report.problem(f"{what}: bbox_pixels {record['bbox_pixels']!r} is not [x_min, y_min, x_max, y_max]")
-        return box
-    points = _numbers(record["predicted_points_pixels"])
-    if points is None or len(points) != 2 * spec.num_points:
-        report.problem(f"{what}: predicted_points_pixels is not a list of {2 * spec.num_points} numbers "
-                       f"(x1, y1, ... for the task's {spec.num_points} points)")
-        return None
-    return np.asarray(points).reshape(-1, 2)
+    return training_task_type(spec).record_value(spec, record, what, report)
 
 
 def _task_result(spec, predictions: list, references: list, report: Report) -> dict:
     """One task's figures in the challenge's layout (num_samples 0 and zeros when nothing was scored)."""
-    kind = spec.type
+    kind = training_task_type(spec)
     if not references:
-        result = dict.fromkeys(HEADLINE[kind], 0.0)
+        result = dict.fromkeys(kind.challenge_figures, 0.0)
         result["num_samples"] = 0
-        if kind in ("segmentation", "classification"):
+        if kind.scores_per_class:
             result["per_class"] = {}
         return result
-    if kind == "segmentation":
-        values = challenge.segmentation_metrics(predictions, references, spec.num_classes)
-        per_class = {f"class_{c}": {"DSC": values[f"class_{c}_DSC"], "HD": values[f"class_{c}_HD"]}
-                     for c in range(spec.num_classes)}
-    elif kind == "classification":
-        predicted = np.asarray([p for p, _ in predictions])
-        probs = [q for _, q in predictions]
-        # The challenge computes AUC only when every scored record has probabilities.
-        usable = all(q is not None and q != "malformed" for q in probs)
-        values = challenge.classification_metrics(np.asarray(probs, np.float64) if usable else None,
-                                                  np.asarray(references), spec.num_classes, predicted=predicted)
-        if not usable:
-            report.problem(f"task {spec.id!r}: {sum(q is None for q in probs)} scored record(s) without predicted_probs; "
-                           "AUC is 0, as in the challenge")
-        per_class = {f"class_{c}": {"F1": values[f"class_{c}_F1"]} for c in range(spec.num_classes)}
-    elif kind == "detection":
-        values = challenge.detection_metrics([np.asarray(b)[None] for b in predictions], None, references)
-        per_class = None
-    else:
-        values = challenge.regression_metrics(predictions, references)
-        per_class = None
-    result = {name: float(values[name]) for name in HEADLINE[kind] + EXTRA[kind]}
-    if kind == "regression":
-        result.update({f"point_{k}_MRE": values[f"point_{k}_MRE"] for k in range(1, spec.num_points + 1)})
-    result["num_samples"] = int(values["num_samples"])
-    if per_class is not None:
-        result["per_class"] = per_class
-    return result
+    return kind.score_result(spec, predictions, references, report)
 
 
 def flat_task_result(result: dict) -> dict[str, float]:
@@ -413,7 +332,8 @@ def flat_task_result(result: dict) -> dict[str, float]:
 
 def summary_text(scores: dict) -> str:
     lines = []
-    for kind, names in HEADLINE.items():
+    for kind, kind_type in TRAINING_TASK_TYPES.items():
+        names = kind_type.challenge_figures
         tasks = scores.get(kind)
         if not tasks:
             continue

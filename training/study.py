@@ -23,14 +23,15 @@ import numpy as np
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
-from modeling_m2dino import FMC_UIA_TASKS
+from modeling_m2dino import EXTRA_TASKS, FMC_UIA_TASKS
 
-from .metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, normalized_score
+from .metrics import normalized_score
+from .task_types import TRAINING_TASK_TYPES, training_task_type
 from .train import TaskSubset
 
 MIN_TRAIN_EXAMPLES = 4  # a task keeps at least this many training examples at any scale
 CACHE_VERSION = 2  # bump when a change to the protocol makes cached runs incomparable
-TYPE_COLOURS = {"segmentation": "tab:blue", "classification": "tab:orange", "detection": "tab:green", "regression": "tab:red"}
+TYPE_COLOURS = {name: kind.colour for name, kind in TRAINING_TASK_TYPES.items()}
 PARADIGM_STYLES = {"cg": ("tab:purple", "o"), "au": ("tab:gray", "^"), "advised": ("tab:olive", "s")}
 
 
@@ -213,7 +214,7 @@ def load_study_data(data: str, image_size: int, data_seed: int, suite_scale: flo
     if data == "synthetic":
         from .data.synthetic import SyntheticUltrasoundSuite
 
-        suite = SyntheticUltrasoundSuite(scale=suite_scale, image_size=image_size, seed=data_seed)
+        suite = SyntheticUltrasoundSuite(scale=suite_scale, image_size=image_size, seed=data_seed, tasks=registry)
         return StudyData(suite.dataset("train"), suite.dataset("val"), suite.dataset("test"),
                          {"source": "synthetic", "suite_scale": suite_scale, "image_size": image_size,
                           "data_seed": data_seed, "stop_split": "val", "report_split": "test"})
@@ -246,7 +247,7 @@ def train_run(spec: RunSpec, data: StudyData, run_args, training_args, fraction:
     from modeling_m2dino import M2DinoImageProcessor
 
     started = time.time()
-    registry = list(FMC_UIA_TASKS)
+    registry = list(FMC_UIA_TASKS + EXTRA_TASKS)
     specs = [t for t in registry if t.id in spec.tasks]
     image_size = run_args.image_size or _preset_image_size(run_args.preset)
     set_seed(spec.seed)
@@ -308,12 +309,12 @@ def task_score(result: dict) -> float:
     F1_macro and IoU; `1 - MRE / MRE_baseline` for MRE. Unlike `metrics.normalized_score` (a checkpoint
     selector) it is not clipped at 0, so two models both worse than the baseline still differ."""
     task_type, metrics, baseline = result["type"], result["metrics"], result.get("baseline")
-    value = float(metrics[PRIMARY_METRIC[task_type]])
-    if HIGHER_IS_BETTER[task_type]:
+    value = float(metrics[training_task_type(task_type).primary_metric])
+    if training_task_type(task_type).higher_is_better:
         return value
-    if baseline is None or PRIMARY_METRIC[task_type] not in baseline:
+    if baseline is None or training_task_type(task_type).primary_metric not in baseline:
         return normalized_score(task_type, metrics)  # NMRE: 1 - MRE / image diagonal
-    reference = float(baseline[PRIMARY_METRIC[task_type]])
+    reference = float(baseline[training_task_type(task_type).primary_metric])
     return 1.0 - value / reference if reference > 0 else float(value == 0)
 
 
@@ -331,7 +332,7 @@ def normalised_change(result: dict, reference: dict) -> float:
 
 def raw_improvement(task_type: str, value: float, reference: float) -> float:
     """Signed so that positive is better (for MRE, lower is better)."""
-    return value - reference if HIGHER_IS_BETTER[task_type] else reference - value
+    return value - reference if training_task_type(task_type).higher_is_better else reference - value
 
 
 def ci95(values) -> tuple[float, float, float]:
@@ -350,11 +351,11 @@ def task_rows(per_run: dict[tuple[str, float, int], dict[str, dict]], paradigms,
     """Rows of per_task.csv from {(paradigm, scale, seed): {task: result}}: one per (task, scale)."""
     rows = []
     others = [p for p in paradigms if p != "ts"]
-    for task in FMC_UIA_TASKS:
+    for task in FMC_UIA_TASKS + EXTRA_TASKS:
         for scale in scales:
             if not all(task.id in per_run.get(("ts", scale, s), {}) for s in seeds):
                 continue
-            metric = PRIMARY_METRIC[task.type]
+            metric = training_task_type(task.type).primary_metric
             row = {"task": task.id, "type": task.type, "group": task.group, "scale": scale,
                    "n_train": float(np.mean([per_run[("ts", scale, s)][task.id]["n_train"] for s in seeds])),
                    "metric": metric,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import HfArgumentParser, set_seed
 
-from modeling_m2dino import FMC_UIA_TASKS, M2DinoConfig, M2DinoForMultiTask, M2DinoImageProcessor, clinical_groups
+from modeling_m2dino import EXTRA_TASKS, FMC_UIA_TASKS, M2DinoConfig, M2DinoForMultiTask, M2DinoImageProcessor, clinical_groups
 
 from .data.augment import Augmenter, AugmentConfig
 from .cli import argument_errors_exit
@@ -39,6 +39,7 @@ from .output_folder import (
     set_aside_previous_checkpoints,
     staged_model_folder,
 )
+from .task_types import training_task_type
 from .trainer import MultiTaskTrainer, check_resume_tasks
 from .training_args import M2DinoTrainingArguments
 
@@ -175,6 +176,8 @@ def train_one(name, task_ids, run, training, sources, registry, image_size, call
     train_dataset = ProcessedExamples(train_subset, processor, specs, augmenter, seed=training.data_seed or training.seed)
     eval_sets = examples_by_task(eval_source, task_ids, run.eval_examples_per_task)
     baseline_sets = examples_by_task(train_subset, task_ids, MAX_BASELINE_EXAMPLES)
+    for task in specs:  # heads that keep statistics of their training labels (a measurement's mean and std)
+        training_task_type(task).fit_head(model.heads[task.id], task, baseline_sets.get(task.id, []))
     trainer = MultiTaskTrainer(
         model=model, args=training, train_dataset=train_dataset, processor=processor, eval_sets=eval_sets,
         baseline_sets=baseline_sets, callbacks=callbacks,
@@ -244,7 +247,7 @@ def _run(run: M2DinoRunArguments, training: M2DinoTrainingArguments, callbacks) 
     if training.use_cpu and "OMP_NUM_THREADS" not in os.environ:
         # Leave a core to each data worker: oversubscribed OpenMP threads spin and slow small models many-fold.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) - training.dataloader_num_workers))
-    registry = list(FMC_UIA_TASKS)
+    registry = list(FMC_UIA_TASKS + EXTRA_TASKS)
     image_size = run.image_size or M2DinoConfig.from_preset(run.preset).image_size
     sources = load_sources(run, training.data_seed or training.seed, image_size, registry)
     available_tasks = list(dict.fromkeys(task_list(sources[0])))

@@ -24,7 +24,7 @@ import numpy as np
 from scipy import stats
 
 from .data.synthetic import TRANSFER_PAIRS
-from .metrics import HIGHER_IS_BETTER, PRIMARY_METRIC
+from .task_types import training_task_type
 
 
 def parse_pairs(values) -> list[tuple[str, str]]:
@@ -66,9 +66,9 @@ def summarise(scores: dict, pairs, seeds) -> list[dict]:
             ts = [scores[(seed, (task,))][task][0] for seed in seeds]
             joint = [scores[(seed, tuple(pair))][task][0] for seed in seeds]
             task_type = scores[(seeds[0], (task,))][task][1]
-            sign = 1.0 if HIGHER_IS_BETTER[task_type] else -1.0
+            sign = 1.0 if training_task_type(task_type).higher_is_better else -1.0
             mean, lower, upper = seed_interval([sign * (j - t) for j, t in zip(joint, ts)])
-            rows.append({"pair": "+".join(pair), "task": task, "metric": PRIMARY_METRIC[task_type], "ts": ts,
+            rows.append({"pair": "+".join(pair), "task": task, "metric": training_task_type(task_type).primary_metric, "ts": ts,
                          "pair_model": joint, "difference": mean, "ci95": (lower, upper),
                          "verdict": verdict(lower, upper)})
     return rows

@@ -29,5 +29,5 @@ def test_layout_pads_each_field_to_the_largest_task_of_its_type():
              m2dino.TaskSpec("five", "segmentation", num_classes=5).to_dict(),
              m2dino.TaskSpec("pts", "regression", num_points=3).to_dict()]
     config = tiny_config(tasks=tasks, default_task="two")
-    layout = prediction_layout(config.task_specs, IMPLS, config, (32, 32))
+    layout = prediction_layout(config.task_specs, config, (32, 32))
     assert layout == {"segmentation_logits": (5, 8, 8), "regression_keypoints": (3, 2), "regression_heatmaps": (3, 4, 4)}

@@ -20,6 +20,7 @@ import modeling_m2dino as m2dino
 from m2dino_training import evaluate, predict, score
 from m2dino_training.data.fmc_uia import FMCUIADataError
 from m2dino_training.metrics import load_challenge_metric, task_metrics
+from m2dino_training.task_types import TRAINING_TASK_TYPES
 from conftest import tiny_config
 from fixtures import to_hf_dataset, write_challenge_layout, write_csv
 
@@ -55,14 +56,14 @@ def test_predict_then_score_gives_exactly_what_evaluate_reports(layout_model, sp
     predict.main(["--model", layout_model, "--data", str(split_layout), "--split", "val", "--out", str(out)])
     scores = score.main(["--data", str(split_layout / "val"), "--predictions", str(out), "--output", str(tmp_path / "s.json")])
 
-    scored = {task_id: result for kind in score.HEADLINE for task_id, result in scores.get(kind, {}).items()}
+    scored = {task_id: result for kind in TRAINING_TASK_TYPES for task_id, result in scores.get(kind, {}).items()}
     assert set(scored) == set(results["tasks"]) == set(LAYOUT_TASKS)
     assert scores["num_problems"] == 0 and not any(scores["left_out"].values()), scores["problems"]
     for task_id, result in scored.items():
         evaluated = results["tasks"][task_id]
         assert result["num_samples"] == evaluated["n_eval"] > 0
         flat = score.flat_task_result(result)
-        assert set(score.HEADLINE[evaluated["type"]]) <= set(flat)
+        assert set(TRAINING_TASK_TYPES[evaluated["type"]].challenge_figures) <= set(flat)
         for name, value in flat.items():
             assert value == pytest.approx(evaluated["metrics"][name], abs=1e-6), (task_id, name)
     # the challenge's summary: each figure averaged over the tasks of a type

@@ -103,8 +103,7 @@ def test_predict_returns_every_examples_prediction_and_label_in_dataset_order(fo
         assert tuple(labels["original_sizes"][position]) == tuple(item["label"]["original_size"].tolist())
         with torch.no_grad():
             alone = model(item["pixel_values"][None], tasks=task.id).task_outputs[task.id]
-        gathered = outputs_by_task({k: v[position : position + 1] for k, v in predictions.items()}, config.task_specs,
-                                   m2dino.TASK_TYPE_IMPLEMENTATIONS)[task.id][1]
+        gathered = outputs_by_task({k: v[position : position + 1] for k, v in predictions.items()}, config.task_specs)[task.id][1]
         for field, value in gathered.items():
             torch.testing.assert_close(value, alone[field], rtol=1e-4, atol=1e-5)
         label = item["label"]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from m2dino_training import metrics as M
+from m2dino_training.task_types import TRAINING_TASK_TYPES
 from modeling_m2dino.tasks import TaskSpec
 
 # ------------------------------------------------------------------------------------------------
@@ -260,7 +261,11 @@ def test_task_metrics_dispatch_and_prefix():
 
 
 def test_normalized_scores():
-    assert M.PRIMARY_METRIC == {"segmentation": "DSC", "classification": "F1_macro", "detection": "IoU", "regression": "MRE"}
+    challenge_types = ("segmentation", "classification", "detection", "regression")
+    primary = {name: (TRAINING_TASK_TYPES[name].primary_metric, TRAINING_TASK_TYPES[name].higher_is_better)
+               for name in challenge_types}
+    assert primary == {"segmentation": ("DSC", True), "classification": ("F1_macro", True), "detection": ("IoU", True),
+                       "regression": ("MRE", False)}
     assert M.normalized_score("segmentation", {"DSC": 0.7}) == 0.7
     assert M.normalized_score("regression", {"MRE": 5.0}, baseline_metrics={"MRE": 20.0}) == 0.75
     assert M.normalized_score("regression", {"MRE": 30.0}, baseline_metrics={"MRE": 20.0}) == 0.0

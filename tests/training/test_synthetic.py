@@ -10,6 +10,7 @@ from PIL import Image
 
 from m2dino_training.data.synthetic import (
     CSV_COLUMNS,
+    EXAMPLE_LABEL_FIELDS,
     TRANSFER_PAIRS,
     SyntheticDataset,
     SyntheticUltrasoundSuite,
@@ -18,7 +19,8 @@ from m2dino_training.data.synthetic import (
     main,
     write_challenge_layout,
 )
-from modeling_m2dino.tasks import CSV_TASK_NAMES, FMC_UIA_TASKS
+from modeling_m2dino.task_types import TASK_TYPES
+from modeling_m2dino.tasks import FMC_UIA_TASKS
 
 SMALL = dict(scale=0.01, image_size=64)
 SEG_FOLDERS = {2: "Two", 3: "Three", 4: "Four", 5: "Five"}
@@ -80,7 +82,9 @@ def test_schema_and_label_geometry(small_suite, all_examples):
         spec = next(t for t in FMC_UIA_TASKS if t.id == task_id)
         assert len(examples) >= 4
         for ex in examples:
-            assert set(ex) == {"image", "task", "label", "mask", "boxes", "class_labels", "points"}
+            # Every example holds every type's label keys (None where its task's type has no such label).
+            assert set(ex) == {"image", "task"} | set(EXAMPLE_LABEL_FIELDS)
+            assert {"label", "mask", "boxes", "class_labels", "points"} <= set(EXAMPLE_LABEL_FIELDS)
             assert ex["task"] == task_id and ex["image"].shape == (n, n) and ex["image"].dtype == np.uint8
             assert ex["image"].std() > 5  # not blank
             kind = spec.type
@@ -213,7 +217,7 @@ def test_cli_writes_the_challenge_layout(tmp_path, capsys):
             index[r["task_id"]] = index.get(r["task_id"], -1) + 1  # rows are in index order per task
             spec = next(t for t in FMC_UIA_TASKS if t.id == r["task_id"])
             ex = suite.example(spec, split, index[spec.id])
-            assert r["task_name"] == CSV_TASK_NAMES[spec.type]
+            assert r["task_name"] == TASK_TYPES[spec.type].csv_name
             image_file = (csv_dir / r["image_path"]).resolve()
             assert image_file.is_relative_to(out / split)
             with Image.open(image_file) as im:

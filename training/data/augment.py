@@ -51,7 +51,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from PIL import Image
 
-from modeling_m2dino.tasks import FMC_UIA_TASKS, TaskSpec
+from modeling_m2dino.tasks import EXTRA_TASKS, FMC_UIA_TASKS, TaskSpec
+
+from ..task_types import training_task_type
 
 __all__ = ["AugmentConfig", "AugmentParams", "Augmenter", "affine_matrix", "transform_points", "transform_boxes"]
 
@@ -207,7 +209,7 @@ class Augmenter:
 
     def __init__(self, config: AugmentConfig | None = None, registry: Iterable[TaskSpec] | Mapping[str, TaskSpec] | None = None):
         self.config = config if config is not None else AugmentConfig()
-        specs = FMC_UIA_TASKS if registry is None else registry
+        specs = FMC_UIA_TASKS + EXTRA_TASKS if registry is None else registry
         specs = specs.values() if isinstance(specs, Mapping) else specs
         self.tasks = {spec.id: spec for spec in specs}
 
@@ -240,6 +242,7 @@ class Augmenter:
         )
         width, height = _image_size(example["image"])
         allow_flip = self.allow_flip(example["task"])
+        keep_size = not training_task_type(self.tasks[example["task"]]).allows_zoom
         points = example.get("points")
         boxes = example.get("boxes")
 
@@ -250,7 +253,7 @@ class Augmenter:
             # near the border gets a gentle transform rather than none. The first draw, the only one
             # for examples without points or boxes, has the full configured distribution.
             strength = 1.0 - attempt / cfg.max_tries
-            zoom = (cfg.scale[0] + area * (cfg.scale[1] - cfg.scale[0])) ** (-0.5 * strength)
+            zoom = 1.0 if keep_size else (cfg.scale[0] + area * (cfg.scale[1] - cfg.scale[0])) ** (-0.5 * strength)
             angle = (2 * angle - 1) * cfg.max_rotation * strength
             if attempt == 0:  # one flip decision per example, kept by the retries and the fallback
                 flipped = allow_flip and flip_draw < cfg.flip_prob

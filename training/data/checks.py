@@ -11,13 +11,15 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from types import SimpleNamespace
 
 import datasets
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from modeling_m2dino.tasks import FMC_UIA_TASKS, TaskSpec
+from modeling_m2dino.tasks import EXTRA_TASKS, FMC_UIA_TASKS, TaskSpec
 
+from ..task_types import TRAINING_TASK_TYPES
 from .dicom import DICOM_EXTENSIONS, is_dicom_file, read_dicom, read_dicom_header, select_frames
 
 # PIL modes holding more than 8 bits per sample: returned as uint16 arrays, not PIL images.
@@ -57,8 +59,9 @@ class RowProblem(Exception):
 # Tasks and labels
 
 def registry_by_id(registry=None) -> dict[str, TaskSpec]:
-    """Task id -> TaskSpec for a list of TaskSpec (default: the 27 FMC_UIA tasks); duplicate ids fail."""
-    specs = list(FMC_UIA_TASKS if registry is None else registry)
+    """Task id -> TaskSpec for a list of TaskSpec (default: the 27 FMC_UIA tasks and the extra tasks); duplicate ids
+    fail."""
+    specs = list(FMC_UIA_TASKS + EXTRA_TASKS if registry is None else registry)
     by_id: dict[str, TaskSpec] = {}
     for spec in specs:
         if not isinstance(spec, TaskSpec):
@@ -231,9 +234,22 @@ def decode_in_full(path: str, dicom_frame="middle") -> tuple[str, float]:
     return digest, time.perf_counter() - start
 
 
+def stored_label_features() -> dict:
+    """The label columns a reader stores, over every task type (each type's `stored_columns`): name -> feature."""
+    return {name: feature(datasets) for kind in TRAINING_TASK_TYPES.values() for name, feature in kind.stored_columns.items()}
+
+
+def label_checks():
+    """The checks a task type's label hooks use (`check_in_image`, `check_folder_labels`)."""
+    return SimpleNamespace(read_mask=read_mask, mask_problem=mask_problem, box_problem=box_problem,
+                           point_problem=point_problem, class_problem=class_problem, pixel_digest=pixel_digest,
+                           RowProblem=RowProblem)
+
+
 def decode_label_arrays(batch: dict) -> dict:
-    """Stored box, class-label and point columns of a batch -> numpy arrays of the example schema."""
-    shapes = {"boxes": (np.float32, (-1, 4)), "class_labels": (np.int64, None), "points": (np.float32, (-1, 2))}
+    """Stored array-valued label columns of a batch (each type's `label_arrays`: boxes, class labels, points) ->
+    numpy arrays of the example schema."""
+    shapes = {name: form for kind in TRAINING_TASK_TYPES.values() for name, form in kind.label_arrays.items()}
     out = {}
     for key, (dtype, shape) in shapes.items():
         if key in batch:

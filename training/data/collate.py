@@ -6,12 +6,13 @@ the collator stacks those into `pixel_values`, `tasks` and `labels`, the three a
 `M2DinoForMultiTask`. Each label dict also carries the example's `original_size` (height, width).
 """
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from modeling_m2dino.image_processing_m2dino import image_size
-from modeling_m2dino.modeling_m2dino import TASK_TYPE_IMPLEMENTATIONS
+from modeling_m2dino.task_types import TASK_TYPES
+
+from ..task_types import training_task_type
 
 
 def task_list(source) -> list[str]:
@@ -54,7 +55,7 @@ class ProcessedExamples(Dataset):
 
 
 def encode_example(processor, task, example: dict) -> dict:
-    pixel_values, label = TASK_TYPE_IMPLEMENTATIONS[task.type].encode(processor, example)
+    pixel_values, label = TASK_TYPES[task.type].encode(processor, example)
     label["original_size"] = torch.tensor(image_size(example["image"]))
     return {"pixel_values": pixel_values, "task": task.id, "label": label}
 
@@ -97,5 +98,5 @@ class EpochTaggedBatchSampler:
 
 def references_of(task, examples: list[dict]):
     """The examples' labels in original pixels, in the form the metrics take."""
-    references = [TASK_TYPE_IMPLEMENTATIONS[task.type].reference(e) for e in examples]
-    return np.asarray(references) if task.type == "classification" else references
+    references = [TASK_TYPES[task.type].reference(e) for e in examples]
+    return training_task_type(task).stack(references)

@@ -47,28 +47,29 @@ import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import datasets
 
-from modeling_m2dino.tasks import CSV_TASK_NAMES, TaskSpec
+from modeling_m2dino.task_types import TASK_TYPES
+from modeling_m2dino.tasks import TaskSpec
 
+from ..task_types import training_task_type
 from .checks import (
     MAX_REPORTED_PROBLEMS,
     DataError,
     RowProblem,
-    box_problem,
     check_task_names,
     class_problem,
     decode_image,
     decode_in_full,
     decode_label_arrays,
     image_header,
-    mask_problem,
-    pixel_digest,
-    point_problem,
+    label_checks,
     read_mask,
     registry_by_id,
     stored_column,  # noqa: F401  (public here before the checks had a module of their own)
+    stored_label_features,
 )
 
 logger = logging.getLogger(__name__)
@@ -77,17 +78,12 @@ SPLIT_NAMES = ("train", "val", "test")
 _SPLIT_ALIASES = {"validation": "val", "valid": "val"}
 # Cells pandas or spreadsheets write for "no value".
 _EMPTY_CELLS = {"", "nan", "none", "null"}
-_BOX_FIELDS = ("x_min", "y_min", "x_max", "y_max")
 
 FEATURES = datasets.Features(
     {
         "image_path": datasets.Value("string"),
-        "mask_path": datasets.Value("string"),
         "task": datasets.Value("string"),
-        "label": datasets.Value("int64"),
-        "boxes": datasets.List(datasets.List(datasets.Value("float64"))),
-        "class_labels": datasets.List(datasets.Value("int64")),
-        "points": datasets.List(datasets.List(datasets.Value("float64"))),
+        **stored_label_features(),  # mask_path, label, boxes, class_labels, points: each task type's columns
         "bits_stored": datasets.Value("int32"),
         "source": datasets.Value("string"),
         # the CSV's image_path / mask_path cells verbatim: the keys of a challenge submission
@@ -95,6 +91,7 @@ FEATURES = datasets.Features(
         "csv_mask_path": datasets.Value("string"),
     }
 )
+LABEL_FIELDS = tuple(stored_label_features())
 
 
 class FMCUIADataError(DataError):
@@ -121,7 +118,8 @@ class _Row:
     problem: RowProblem | None = None
     values: dict = field(default_factory=dict)
     pixel_digest: str | None = None  # of the decoded image: "the same image" whatever its path or format
-    mask_digest: str | None = None
+    task_type: str | None = None
+    label_digest: str | None = None  # of labels kept in files (a mask), to tell two rows' labels apart
     decode_seconds: float = 0.0
     repeats: "_Row | None" = None  # the earlier row this one duplicates exactly
 
@@ -309,7 +307,8 @@ def _assign_splits(rows: list[_Row], by_id: dict[str, TaskSpec], val_fraction: f
     for row in rows:
         task = _task_id(row)
         spec = by_id.get(task)
-        stratum = _class_key(row.cells.get("mask", "")) if spec is not None and spec.type == "classification" else ""
+        stratified = spec is not None and training_task_type(spec).class_per_image
+        stratum = _class_key(row.cells.get("mask", "")) if stratified else ""
         strata[task][stratum].append(row)
     counts = {}
     for task in sorted(strata):
@@ -387,26 +386,14 @@ def _parse_point(row: _Row, name: str) -> list[float]:
 
 def _parse_labels(row: _Row, spec: TaskSpec) -> dict:
     """Label fields from the CSV cells alone (no file is opened)."""
-    values = {"label": None, "mask_path": None, "boxes": None, "class_labels": None, "points": None}
-    if spec.type == "classification":
-        values["label"] = _parse_class(row, "mask", spec)
-    elif spec.type == "segmentation":
-        values["mask_path"] = _resolve(row.csv_dir, row.cell("mask_path"))
-    elif spec.type == "detection":
-        box = [_parse_number(row, name) for name in _BOX_FIELDS]
-        if box[2] <= box[0]:
-            raise RowProblem("x_max", f"x_max {box[2]} <= x_min {box[0]}")
-        if box[3] <= box[1]:
-            raise RowProblem("y_max", f"y_max {box[3]} <= y_min {box[1]}")
-        values["boxes"] = [box]
-        # The challenge has one box of class 0; a lab's multi-class detection task puts the class in `mask`.
-        values["class_labels"] = [_parse_class(row, "mask", spec) if spec.num_classes > 1 else 0]
-    else:
-        values["points"] = [_parse_point(row, f"point_{k}_xy") for k in range(1, spec.num_points + 1)]
-        extra = f"point_{spec.num_points + 1}_xy"
-        if row.cell(extra, required=False) is not None:
-            raise RowProblem(extra, f"task '{spec.id}' has {spec.num_points} points but this cell holds another one")
+    values = dict.fromkeys(LABEL_FIELDS)
+    values.update(training_task_type(spec).parse_csv_labels(row, spec, _CELL_PARSERS))
     return values
+
+
+# The cell parsers a type's `parse_csv_labels` reads a row with.
+_CELL_PARSERS = SimpleNamespace(resolve=_resolve, parse_number=_parse_number, parse_class=_parse_class,
+                                parse_point=_parse_point, RowProblem=RowProblem)
 
 
 def _check_num_classes(row: _Row, spec: TaskSpec) -> None:
@@ -415,8 +402,9 @@ def _check_num_classes(row: _Row, spec: TaskSpec) -> None:
     count = row.cell("num_classes", required=False)
     if count is None:
         return
-    expected = spec.num_points if spec.type == "regression" else spec.num_classes
-    what = "points" if spec.type == "regression" else "classes"
+    kind = training_task_type(spec)
+    expected = kind.csv_count(spec)
+    what = kind.count_nouns[1]
     try:
         value = float(count)
     except ValueError:
@@ -443,14 +431,15 @@ def _check_row(row: _Row, by_id: dict[str, TaskSpec], dicom_frame, require_label
                 raise RowProblem(
                     "task_name",
                     f"{name!r} disagrees with the registry: task '{task}' is a {spec.type} task "
-                    f"(written {CSV_TASK_NAMES[spec.type]!r})",
+                    f"(written {TASK_TYPES[spec.type].csv_name!r})",
                 )
         _check_num_classes(row, spec)
+        row.task_type = spec.type
         image_path = _resolve(row.csv_dir, row.cell("image_path"))
         if require_labels:
             values = _parse_labels(row, spec)
         else:
-            values = dict.fromkeys(("label", "mask_path", "boxes", "class_labels", "points"))
+            values = dict.fromkeys(LABEL_FIELDS)
         try:
             width, height, bits = image_header(image_path, dicom_frame)
         except FileNotFoundError:
@@ -461,25 +450,8 @@ def _check_row(row: _Row, by_id: dict[str, TaskSpec], dicom_frame, require_label
             row.pixel_digest, row.decode_seconds = decode_in_full(image_path, dicom_frame)
         except Exception as error:
             raise RowProblem("image_path", f"cannot decode image {image_path}: {error or type(error).__name__}") from None
-        if values["mask_path"] is not None:
-            try:
-                mask = read_mask(values["mask_path"])
-            except FileNotFoundError:
-                raise RowProblem("mask_path", f"mask file not found: {values['mask_path']}") from None
-            except Exception as error:
-                raise RowProblem("mask_path", f"cannot read mask {values['mask_path']}: {error}") from None
-            row.mask_digest = pixel_digest(mask)
-            problem = mask_problem(mask, spec, width, height)
-            if problem:
-                raise RowProblem("mask_path", problem)
-        if values["boxes"] is not None:
-            found = box_problem(values["boxes"][0], width, height)
-            if found:
-                raise RowProblem(_BOX_FIELDS[found[0]], found[1])
-        if values["points"] is not None:
-            found = point_problem(values["points"], width, height)
-            if found:
-                raise RowProblem(f"point_{found[0] + 1}_xy", found[1])
+        if require_labels:
+            row.label_digest = training_task_type(spec).check_in_image(values, spec, width, height, label_checks())
         row.values = dict(values, task=task, image_path=image_path, bits_stored=bits, source=row.source,
                           csv_image_path=row.cells["image_path"], csv_mask_path=row.cells.get("mask_path") or None)
     except RowProblem as problem:
@@ -498,18 +470,7 @@ def _check_rows(rows: list[_Row], by_id, dicom_frame, num_workers, require_label
 
 def _label_difference(first: _Row, second: _Row) -> tuple[str, str] | None:
     """(field, description) of the first label that differs between two rows of one task, or None."""
-    a, b = first.values, second.values
-    if a["label"] != b["label"]:
-        return "mask", f"class {b['label']} here, class {a['label']} there"
-    if first.mask_digest != second.mask_digest:
-        return "mask_path", f"mask {b['mask_path']} here, mask {a['mask_path']} there (different class maps)"
-    if a["boxes"] != b["boxes"] or a["class_labels"] != b["class_labels"]:
-        fields = [name for name, x, y in zip(_BOX_FIELDS, a["boxes"][0], b["boxes"][0]) if x != y] or ["mask"]
-        return fields[0], f"box {b['boxes'][0]} class {b['class_labels']} here, box {a['boxes'][0]} class {a['class_labels']} there"
-    if a["points"] != b["points"]:
-        index = next(k for k, (x, y) in enumerate(zip(a["points"], b["points"])) if x != y)
-        return f"point_{index + 1}_xy", f"points {b['points']} here, {a['points']} there"
-    return None
+    return training_task_type(first.task_type).label_difference(first.values, second.values, first.label_digest, second.label_digest)
 
 
 def _check_repeated_images(rows: list[_Row]) -> list[_Row]:

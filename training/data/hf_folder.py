@@ -18,27 +18,26 @@ import os
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import datasets
 import numpy as np
 from PIL import Image
 
+from ..task_types import TRAINING_TASK_TYPES, training_task_type
 from .checks import (
     IMAGE_MODES,
     MAX_REPORTED_PROBLEMS,
     WIDE_MODES,
     DataError,
     RowProblem,
-    box_problem,
     check_task_names,
-    class_problem,
     decode_image,
     decode_label_arrays,
     image_header,
-    mask_problem,
+    label_checks,
     mask_to_array,
     pixel_digest,
-    point_problem,
     read_mask,
     registry_by_id,
     stored_column,
@@ -50,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 _SPLIT_ALIASES = {"val": ("validation", "valid"), "validation": ("val", "valid")}
 _CHUNK = 64
+# The label columns of a datasets folder: each task type's example label fields (mask, label, boxes, ...).
+LABEL_FIELDS = tuple(dict.fromkeys(name for kind in TRAINING_TASK_TYPES.values() for name in kind.example_features))
 
 
 class HFFolderDataError(DataError):
@@ -145,59 +146,12 @@ def _check_row(row: dict, by_id) -> tuple[str, tuple]:
         return row[name]
 
     # Fields of other task types must be empty: a filled one means rows or columns were mixed up.
-    own = {"classification": {"label"}, "segmentation": {"mask"}, "detection": {"boxes", "class_labels"},
-           "regression": {"points"}}[spec.type]  # fmt: skip
-    for name in ("label", "mask", "boxes", "class_labels", "points"):
-        if name not in own and row.get(name) is not None:
+    kind = training_task_type(spec)
+    for name in LABEL_FIELDS:
+        if name not in kind.example_features and row.get(name) is not None:
             raise RowProblem(name, f"must be empty for a {spec.type} task ('{task}')")
-
-    if spec.type == "classification":
-        label = value("label")
-        if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
-            raise RowProblem("label", f"{label!r} is not an integer class")
-        problem = class_problem(int(label), spec)
-        if problem:
-            raise RowProblem("label", problem)
-        _, _, digest = _image_info(value("image"), "image")  # readable?
-        return digest, ("label", int(label))
-    width, height, digest = _image_info(value("image"), "image")
-    if spec.type == "segmentation":
-        try:
-            mask = _stored_mask(value("mask"))
-        except FileNotFoundError as error:
-            raise RowProblem("mask", f"file not found: {error.filename}") from None
-        except (ValueError, OSError) as error:
-            raise RowProblem("mask", f"cannot read mask: {error}") from None
-        problem = mask_problem(mask, spec, width, height)
-        if problem:
-            raise RowProblem("mask", problem)
-        return digest, ("mask", pixel_digest(mask))
-    if spec.type == "detection":
-        boxes = _matrix(value("boxes"), 4, "boxes")
-        if len(boxes) == 0:
-            raise RowProblem("boxes", "no box")
-        for box in boxes:
-            found = box_problem([float(v) for v in box], width, height)
-            if found:
-                raise RowProblem("boxes", found[1])
-        labels = list(value("class_labels"))
-        if len(labels) != len(boxes):
-            raise RowProblem("class_labels", f"{len(labels)} class labels for {len(boxes)} boxes")
-        for label in labels:
-            if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
-                raise RowProblem("class_labels", f"{label!r} is not an integer class")
-            problem = class_problem(int(label), spec)
-            if problem:
-                raise RowProblem("class_labels", problem)
-        return digest, ("boxes", boxes.tolist(), [int(label) for label in labels])
-    else:
-        points = _matrix(value("points"), 2, "points")
-        if len(points) != spec.num_points:
-            raise RowProblem("points", f"{len(points)} points, but task '{task}' has {spec.num_points}")
-        found = point_problem([(float(x), float(y)) for x, y in points], width, height)
-        if found:
-            raise RowProblem("points", f"point {found[0]}: {found[1]}")
-        return digest, ("points", points.tolist())
+    checks = SimpleNamespace(**vars(label_checks()), stored_mask=_stored_mask, matrix=_matrix)
+    return kind.check_folder_labels(value, spec, lambda: _image_info(value("image"), "image"), checks)
 
 
 def _check_split(raw: datasets.Dataset, indices: list[int], by_id, num_workers) -> tuple[list, dict]:

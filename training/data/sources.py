@@ -2,6 +2,8 @@
 
 import os
 
+from modeling_m2dino.tasks import EXTRA_TASKS, FMC_UIA_TASKS
+
 from .collate import task_list
 
 
@@ -24,6 +26,12 @@ class TaskSubset:
         return self.tasks[index]
 
 
+def synthetic_tasks(tasks=None) -> list:
+    """The synthetic suite's tasks for a request: the challenge's 27, and the extra tasks (`EXTRA_TASKS`) it names."""
+    requested = set(tasks or ())
+    return list(FMC_UIA_TASKS) + [task for task in EXTRA_TASKS if task.id in requested]
+
+
 def load_sources(data: str, seed: int, image_size: int, registry, tasks=None, on_error: str = "raise",
                  synthetic_scale: float = 1.0, eval_examples_per_task: int | None = None):
     """(training source, held-out source, description of the data) for `data`: "synthetic" (the suite's train
@@ -33,11 +41,13 @@ def load_sources(data: str, seed: int, image_size: int, registry, tasks=None, on
     if data == "synthetic":
         from .synthetic import TRAIN_SIZES, VAL_FRACTION, SyntheticUltrasoundSuite
 
-        suite = SyntheticUltrasoundSuite(scale=synthetic_scale, image_size=image_size, seed=seed)
+        suite_tasks = synthetic_tasks(tasks)
+        suite = SyntheticUltrasoundSuite(scale=synthetic_scale, image_size=image_size, seed=seed, tasks=suite_tasks)
         held_out = suite
         if eval_examples_per_task:  # the test split of a suite large enough to hold that many per task
             needed = eval_examples_per_task / (VAL_FRACTION * min(TRAIN_SIZES.values()))
-            held_out = SyntheticUltrasoundSuite(scale=max(synthetic_scale, needed), image_size=image_size, seed=seed)
+            held_out = SyntheticUltrasoundSuite(scale=max(synthetic_scale, needed), image_size=image_size, seed=seed,
+                                                tasks=suite_tasks)
         description = {"source": "synthetic", "scale": synthetic_scale, "image_size": image_size, "seed": seed,
                        "eval_split": "test"}
         return suite.dataset("train"), held_out.dataset("test"), description

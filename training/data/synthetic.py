@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import json
 import math
 import os
 import shutil
@@ -36,12 +35,15 @@ from typing import Callable
 import numpy as np
 from scipy import ndimage
 
-from modeling_m2dino.tasks import CSV_TASK_NAMES, FMC_UIA_TASKS, TaskSpec
+from modeling_m2dino.task_types import TASK_TYPES
+from modeling_m2dino.tasks import EXTRA_TASKS, FMC_UIA_TASKS, TaskSpec
+
+from ..task_types import TRAINING_TASK_TYPES, training_task_type
 
 SPLITS = ("train", "val", "test")
 _SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
-_TASK_POS = {t.id: k for k, t in enumerate(FMC_UIA_TASKS)}
-_TASK_KEY = {t.id: zlib.crc32(t.id.encode()) for t in FMC_UIA_TASKS}  # stable when the registry is reordered
+_TASK_POS = {t.id: k for k, t in enumerate(FMC_UIA_TASKS + EXTRA_TASKS)}
+_TASK_KEY = {t.id: zlib.crc32(t.id.encode()) for t in FMC_UIA_TASKS + EXTRA_TASKS}  # stable when the registry is reordered
 
 # Train examples per task at scale=1.0, mirroring the real imbalance at roughly a tenth of its size:
 # obstetrics large, breast / lung / detection / regression small. Val and test: VAL_FRACTION of train.
@@ -860,7 +862,21 @@ def _task_spec(task) -> TaskSpec:
     tid = task.id if isinstance(task, TaskSpec) else task
     if tid not in _TASK_POS:
         raise ValueError(f"unknown synthetic task {tid!r}; valid: {', '.join(_TASK_POS)}")
-    return FMC_UIA_TASKS[_TASK_POS[tid]]
+    return (FMC_UIA_TASKS + EXTRA_TASKS)[_TASK_POS[tid]]
+
+
+def _anatomy(spec) -> _Anatomy:
+    """How a task is drawn: its entry above, or for an extra task (`EXTRA_TASKS`) its type's `synthetic_scene`."""
+    entry = _ANATOMY.get(spec.id)
+    return entry if entry is not None else _Anatomy(*training_task_type(spec).synthetic_scene(spec))
+
+
+def _train_size(spec) -> int:
+    return TRAIN_SIZES[spec.id] if spec.id in TRAIN_SIZES else training_task_type(spec).synthetic_train_size
+
+
+# The label keys of an example: every task type's (None where the task's type has no such label).
+EXAMPLE_LABEL_FIELDS = tuple(name for kind in TRAINING_TASK_TYPES.values() for name in kind.example_features)
 
 
 class SyntheticUltrasoundSuite:
@@ -880,7 +896,7 @@ class SyntheticUltrasoundSuite:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         self.scale, self.image_size, self.seed = float(scale), int(image_size), int(seed)
         chosen = {_task_spec(t).id for t in (tasks if tasks is not None else FMC_UIA_TASKS)}
-        self.tasks: list[TaskSpec] = [t for t in FMC_UIA_TASKS if t.id in chosen]  # registry order
+        self.tasks: list[TaskSpec] = [t for t in FMC_UIA_TASKS + EXTRA_TASKS if t.id in chosen]  # registry order
 
     def __repr__(self):
         return f"SyntheticUltrasoundSuite(scale={self.scale}, image_size={self.image_size}, seed={self.seed}, tasks={len(self.tasks)})"
@@ -892,8 +908,8 @@ class SyntheticUltrasoundSuite:
     def split_sizes(self, task) -> dict[str, int]:
         """{'train': n, 'val': m, 'test': m} for one task at this scale."""
         spec = _task_spec(task)
-        floor = max(MIN_EXAMPLES, 2 * spec.num_classes) if spec.type == "classification" else MIN_EXAMPLES
-        train = max(floor, int(round(TRAIN_SIZES[spec.id] * self.scale)))
+        floor = max(MIN_EXAMPLES, 2 * spec.num_classes) if training_task_type(spec).class_per_image else MIN_EXAMPLES
+        train = max(floor, int(round(_train_size(spec) * self.scale)))
         val = max(floor, int(round(VAL_FRACTION * train)))
         return {"train": train, "val": val, "test": val}
 
@@ -914,20 +930,13 @@ class SyntheticUltrasoundSuite:
     def example(self, task, split: str, index: int) -> dict:
         """One example: {image, task, label, mask, boxes, class_labels, points} (see the module docstring)."""
         spec = _task_spec(task)
-        entry, n = _ANATOMY[spec.id], self.image_size
+        entry, n = _anatomy(spec), self.image_size
         label, canvas, geometry, image = self._draw(spec, split, index, entry.parts)
         fov = _fov_raster(n, entry.probe, _STYLES[spec.group].atten_db)[0]
-        out = {"image": image, "task": spec.id, "label": label, "mask": None, "boxes": None,
-               "class_labels": None, "points": None}
-        if spec.type == "segmentation":
-            out["mask"] = np.where(fov, canvas.mask, 0).astype(np.uint8)
-        elif spec.type == "detection":
-            region = geometry[entry.box] & fov
-            rows, cols = np.flatnonzero(region.any(1)), np.flatnonzero(region.any(0))
-            out["boxes"] = np.array([[cols[0], rows[0], cols[-1] + 1, rows[-1] + 1]], np.float32)
-            out["class_labels"] = np.zeros(1, np.int64)
-        elif spec.type == "regression":
-            out["points"] = (np.array([geometry[p] for p in entry.points], np.float64) * n).astype(np.float32)
+        out = {"image": image, "task": spec.id, **dict.fromkeys(EXAMPLE_LABEL_FIELDS)}
+        if label is not None:
+            out["label"] = label
+        out.update(training_task_type(spec).synthetic_labels(spec, entry, canvas.mask, geometry, fov, n))
         return out
 
     def _draw(self, spec, split, index, parts):
@@ -935,9 +944,9 @@ class SyntheticUltrasoundSuite:
         n_split = self.size(spec, split)
         if not 0 <= index < n_split:
             raise IndexError(f"{spec.id}/{split}: index {index} out of range [0, {n_split})")
-        entry = _ANATOMY[spec.id]
+        entry = _anatomy(spec)
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, _TASK_KEY[spec.id], _SPLIT_CODE[split], int(index)]))
-        label = self.class_of(spec, split, index) if spec.type == "classification" else None
+        label = self.class_of(spec, split, index) if training_task_type(spec).class_per_image else None
         canvas = _Canvas(self.image_size, rng, entry.probe, spec, parts)
         geometry = entry.draw(canvas, spec.labels[label] if label is not None else None) or {}
         return label, canvas, geometry, _render(canvas, _STYLES[spec.group])
@@ -948,7 +957,7 @@ class SyntheticUltrasoundSuite:
         The example itself is unchanged: its image is `example(task, split, index)["image"]`."""
         spec = _task_spec(task)
         _, canvas, _, _ = self._draw(spec, split, index, {part: 1})
-        fov = _fov_raster(self.image_size, _ANATOMY[spec.id].probe, _STYLES[spec.group].atten_db)[0]
+        fov = _fov_raster(self.image_size, _anatomy(spec).probe, _STYLES[spec.group].atten_db)[0]
         return (canvas.mask == 1) & fov
 
     def examples(self, split: str, tasks=None):
@@ -966,10 +975,8 @@ class SyntheticUltrasoundSuite:
         import datasets
 
         feats = datasets.Features({
-            "image": datasets.Image(), "task": datasets.Value("string"), "label": datasets.Value("int64"),
-            "mask": datasets.Image(), "boxes": datasets.Sequence(datasets.Sequence(datasets.Value("float32"), length=4)),
-            "class_labels": datasets.Sequence(datasets.Value("int64")),
-            "points": datasets.Sequence(datasets.Sequence(datasets.Value("float32"), length=2)),
+            "image": datasets.Image(), "task": datasets.Value("string"),
+            **{name: feature(datasets) for kind in TRAINING_TASK_TYPES.values() for name, feature in kind.example_features.items()},
         })
 
         def rows(suite, split, ids, code):
@@ -1059,8 +1066,6 @@ class SyntheticDataset:
 
 # ------------------------------------------------------------------------------------------ on-disk layout
 
-_SEG_FOLDERS = {2: "Two", 3: "Three", 4: "Four", 5: "Five"}
-_TYPE_FOLDERS = {"classification": "Classification", "detection": "Detection", "regression": "Regression"}
 _MAX_POINTS = max(t.num_points or 0 for t in FMC_UIA_TASKS)
 CSV_COLUMNS = (["image_path", "mask_path", "task_id", "task_name", "mask", "num_classes"]
                + [f"point_{p + 1}_xy" for p in range(_MAX_POINTS)] + ["x_min", "y_min", "x_max", "y_max"])
@@ -1072,17 +1077,20 @@ def _save_png(path, array):
     Image.fromarray(array).save(path, compress_level=1)
 
 
+def _save_file(root, rel_path, array) -> str:
+    """Saves a label file (a mask) of the layout under `root`; returns its CSV path."""
+    (root / rel_path).parent.mkdir(parents=True, exist_ok=True)
+    _save_png(root / rel_path, array)
+    return f"../{Path(rel_path).as_posix()}"
+
+
 def _write_split(suite, root, split):
     """Images, masks and one CSV per task type for one split; returns the number of examples written."""
     rows = {}
     for spec in suite.tasks:
-        if spec.type == "segmentation":
-            folder = Path("Segmentation") / _SEG_FOLDERS[spec.num_classes] / spec.id
-        else:
-            folder = Path(_TYPE_FOLDERS[spec.type]) / spec.id
+        kind = training_task_type(spec)
+        folder = Path(kind.layout_folder(spec))
         (root / folder / "images").mkdir(parents=True)
-        if spec.type == "segmentation":
-            (root / folder / "masks").mkdir()
         for i in range(suite.size(spec, split)):
             ex = suite.example(spec, split, i)
             image = ex["image"]
@@ -1091,24 +1099,15 @@ def _write_split(suite, root, split):
             rel = folder / "images" / f"{i:06d}.png"
             _save_png(root / rel, image)
             row = dict.fromkeys(CSV_COLUMNS, "")
-            row.update(image_path=f"../{rel.as_posix()}", task_id=spec.id, task_name=CSV_TASK_NAMES[spec.type],
-                       num_classes=str(spec.num_points if spec.type == "regression" else spec.num_classes))
-            if spec.type == "segmentation":
-                mrel = folder / "masks" / f"{i:06d}.png"
-                _save_png(root / mrel, ex["mask"])
-                row["mask_path"] = f"../{mrel.as_posix()}"
-            elif spec.type == "classification":
-                row["mask"] = str(ex["label"])
-            elif spec.type == "regression":
-                for p, (x, y) in enumerate(ex["points"]):  # repr of float32-as-double round-trips exactly
-                    row[f"point_{p + 1}_xy"] = json.dumps([float(x), float(y)])
-            else:
-                row.update(zip(("x_min", "y_min", "x_max", "y_max"), (repr(float(v)) for v in ex["boxes"][0])))
+            row.update(image_path=f"../{rel.as_posix()}", task_id=spec.id, task_name=TASK_TYPES[spec.type].csv_name,
+                       num_classes=str(kind.csv_count(spec)))
+            row.update(kind.layout_cells(spec, ex, folder, i, lambda rel_path, array: _save_file(root, rel_path, array)))
             rows.setdefault(spec.type, []).append(row)
     (root / "csv_files").mkdir(parents=True)
     for kind, kind_rows in rows.items():
         with open(root / "csv_files" / f"synthetic_{kind}.csv", "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+            extra = [c for spec in suite.tasks for c in training_task_type(spec).csv_columns(spec) if c not in CSV_COLUMNS]
+            writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS + list(dict.fromkeys(extra)))
             writer.writeheader()
             writer.writerows(kind_rows)
     return sum(len(r) for r in rows.values())
