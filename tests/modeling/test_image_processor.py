@@ -108,7 +108,7 @@ def test_bad_images_and_labels_are_named(processor, call, message):
         call(processor)
 
 
-# --- HF conventions (issue 11) ----------------------------------------------------------------------------------
+# --- HF conventions ----------------------------------------------------------------------------------------
 
 
 def test_every_init_option_can_be_overridden_per_call(processor):
@@ -206,7 +206,7 @@ def test_post_process_semantic_segmentation_scores_and_target_sizes(processor):
         processor.post_process_semantic_segmentation(outputs, target_sizes=sizes[:1])
 
 
-# --- no silent wrong result (issue 12) ---------------------------------------------------------------------------
+# --- no silent wrong result ---------------------------------------------------------------------------------
 
 
 def test_integer_images_follow_one_rule():
