@@ -17,6 +17,7 @@ import datasets
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from modeling_m2dino.detection import box_problem  # one rule for a box, whether a label read from disk or given to the processor
 from modeling_m2dino.tasks import EXTRA_TASKS, FMC_UIA_TASKS, TaskSpec
 
 from ..task_types import TRAINING_TASK_TYPES
@@ -93,22 +94,6 @@ def mask_problem(mask: np.ndarray, spec: TaskSpec, width: int, height: int) -> s
             f"mask value {top} >= num_classes {spec.num_classes} of task '{spec.id}' "
             f"(masks hold class indices 0..{spec.num_classes - 1})"
         )
-    return None
-
-
-def box_problem(box, width: int, height: int) -> tuple[int, str] | None:
-    """(index of the offending coordinate, why) for a box that is empty or leaves the image, or None."""
-    x_min, y_min, x_max, y_max = box
-    if not all(math.isfinite(v) for v in box):
-        return next(i for i, v in enumerate(box) if not math.isfinite(v)), f"box {list(box)} is not finite"
-    if x_max <= x_min:
-        return 2, f"x_max {x_max} <= x_min {x_min}"
-    if y_max <= y_min:
-        return 3, f"y_max {y_max} <= y_min {y_min}"
-    limits = (width, height, width, height)
-    for index, (value, limit) in enumerate(zip(box, limits)):
-        if value < 0 or value > limit:
-            return index, f"box {list(box)} lies outside the {width}x{height} image (width x height)"
     return None
 
 
