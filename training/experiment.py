@@ -145,14 +145,9 @@ def fraction_of(args, scale: float) -> float:
     return scale / args.scales[-1] if args.data == "synthetic" else scale
 
 
-def step_cap(args, spec) -> int:
-    """A run's step cap: `--max_steps` per task, so the cap never decides a multi-task model's budget alone."""
-    return args.max_steps * len(spec.tasks)
-
-
 def print_plan(runs, cached: dict, args, seconds_per_step: float, probe: str):
     todo = [r for r in runs if r.key(args.settings) not in cached]
-    bound = sum(step_cap(args, r) for r in todo) * seconds_per_step
+    bound = sum(r.step_cap(args.max_steps) for r in todo) * seconds_per_step
     print(f"study plan: {len(args.tasks)} task(s), paradigms {','.join(args.paradigms)}, scales "
           f"{','.join(f'{s:g}' for s in args.scales)}, {args.seeds} seed(s); {len(runs)} distinct runs, "
           f"{len(runs) - len(todo)} cached, {len(todo)} to train{probe}")
@@ -208,7 +203,7 @@ def main(argv=None):
                 [*STUDY_TRAINING_DEFAULTS, *passthrough, "--output_dir", os.path.join(cache.root, key)])
             result = study.train_run(spec, data, run_args, training_args, fraction_of(args, spec.scale),
                                      {"eval_every": spec.eval_period(args.eval_every), "patience": args.patience,
-                                      "min_delta": args.min_delta, "max_steps": step_cap(args, spec)})
+                                      "min_delta": args.min_delta, "max_steps": spec.step_cap(args.max_steps)})
             result["paradigms"] = spec.paradigms
             cache.put(key, result)
             print(f"[{number}/{len(runs)}] {'+'.join(spec.tasks)} x{spec.scale:g} seed {spec.seed}: {result['steps']} steps "

@@ -160,6 +160,10 @@ class RunSpec:
         task as a single-task model, as its step cap is k x `max_steps`."""
         return eval_every * len(self.tasks)
 
+    def step_cap(self, max_steps: int) -> int:
+        """The run's step cap: `max_steps` per task, so the cap never decides a multi-task model's budget alone."""
+        return max_steps * len(self.tasks)
+
 
 def plan_study(paradigm_groups: dict[str, list[tuple[str, list[str]]]], scales, seeds) -> list[RunSpec]:
     """Distinct runs of a study: paradigm -> [(model name, task ids)], at every scale and seed."""
