@@ -70,12 +70,16 @@ def _write_split(suite, root, split):
 
 def write_challenge_layout(out_dir, splits=("train", "val"), suite=None, overwrite=False, grid=True,
                            **suite_kwargs) -> Path:
-    """Write a suite in the challenge layout: `<out>/<split>/csv_files/synthetic_<type>.csv` (one CSV per
-    task type, all with CSV_COLUMNS), `Classification/<task>/images`, `Segmentation/{Two..Five}/<task>/
-    {images,masks}`, `Detection/<task>/images`, `Regression/<task>/images`, plus `<out>/suite_grid.png`.
+    """Write a suite (`suite`, or one built from `suite_kwargs`) in the challenge layout, one folder per split:
+    `<out>/<split>/csv_files/synthetic_<type>.csv` (one CSV per task type, with CSV_COLUMNS and the columns
+    the suite's other task types add, such as a measurement's `value_<label>`), and each task's files in its
+    type's folder: `Classification/<task>/images`, `Segmentation/{Two..Five}/<task>/{images,masks}`,
+    `Detection/<task>/images`, `Regression/<task>/images`; plus `<out>/suite_grid.png` (`save_grid`) unless
+    `grid` is False. Returns the absolute path of `out_dir`.
 
     Writes into a temporary sibling folder and renames it into place at the end, so a crash leaves no
-    half-written layout; refuses a non-empty `out_dir` unless `overwrite`.
+    half-written layout. A non-empty `out_dir` is a FileExistsError unless `overwrite`; an unknown split is a
+    ValueError.
     """
     suite = suite or SyntheticUltrasoundSuite(**suite_kwargs)
     out = Path(out_dir).resolve()
@@ -101,7 +105,8 @@ def write_challenge_layout(out_dir, splits=("train", "val"), suite=None, overwri
 
 
 def save_grid(suite, path, split="train", cols=7):
-    """A PNG grid with one example of every task and its label drawn on it (mask, box, points, class)."""
+    """A PNG grid at `path` with one example of `split` for every task of the suite and its label drawn on it
+    (mask, box, points, class), `cols` tasks a row; returns `path`."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import ListedColormap
     from matplotlib.figure import Figure

@@ -89,6 +89,9 @@ class SyntheticUltrasoundSuite:
     Every example is a pure function of (seed, task, split, index): `example()` regenerates any one alone,
     in any order and in any process. `scale` multiplies the per-task sizes (TRAIN_SIZES); every split
     keeps at least MIN_EXAMPLES examples and, for classification, two examples of every class.
+    `image_size` is the square images' side in pixels (a multiple of 16, at least 32). `tasks` chooses task
+    ids (default: the 27 challenge tasks; ids of `EXTRA_TASKS` may be added), kept in registry order. A bad
+    `scale`, `image_size` or `seed`, or an unknown task id, is a ValueError.
     """
 
     def __init__(self, scale: float = 1.0, image_size: int = 224, seed: int = 0, tasks=None):
