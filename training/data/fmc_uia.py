@@ -1,6 +1,6 @@
 """Reader for the FMC_UIA challenge layout: CSV index files + images/masks -> a `datasets.Dataset`.
 
-Layout (the organisers' folder, described in docs/challenge.md)::
+Layout (the organisers' folder, described in docs/data_layout.md)::
 
     <root>/csv_files/*.csv        rows of all tasks, any order; paths relative to csv_files/
     <root>/Segmentation/... <root>/Classification/... <root>/Detection/... <root>/Regression/...
@@ -27,8 +27,10 @@ The returned datasets store paths and labels in columns and decode lazily throug
     boxes         float32 (n, 4) x_min, y_min, x_max, y_max in pixels (detection) or None
     class_labels  int64 (n,) (detection) or None
     points        float32 (P, 2) x, y in pixels (regression) or None
+    values        float32 (V,) one value per label, from the `value_<label>` columns (measurement) or None
     bits_stored   significant bits of an array image (DICOM, 16-bit PNG), None for PIL images
-    source        "<csv file relative to root>:<line>", image_path, mask_path
+    source        "<csv file relative to root>:<line>"
+    image_path, mask_path           the files read: the CSV's paths joined to its csv_files/ folder
     csv_image_path, csv_mask_path   the CSV's cells verbatim (the keys of a challenge submission)
 
 Test-time folders whose CSVs carry no labels load with ``require_labels=False`` (label fields None).
@@ -573,33 +575,67 @@ def load_fmc_uia(
     dicom_frame="middle",
     require_labels: bool = True,
 ):
-    """Load the FMC_UIA challenge layout under `root`, checking every row.
+    """Read the organisers' FMC_UIA layout under `root` (docs/data_layout.md) into `datasets`, checking every row.
+
+    What it reads: every ``*.csv`` file in ``<root>/csv_files/`` (UTF-8, a header row naming the columns), or
+    in ``<root>/train/csv_files/`` and ``<root>/val/csv_files/`` (and ``<root>/test/csv_files/`` when present),
+    which are then the splits. Each row is one image of one task: ``image_path`` and ``task_id`` always, the
+    label columns of the task's type (``mask_path``, ``mask``, ``x_min``..``y_max``, ``point_<k>_xy``,
+    ``value_<label>``), and ``task_name`` / ``num_classes`` when present, which must agree with the registry.
+    Paths are relative to the CSV's ``csv_files/`` folder. Every image (and mask) a checked row names is
+    decoded in full while loading; nothing is written into `root`.
 
     Args:
-        root: the folder holding ``csv_files/`` (or ``train/`` and ``val/`` folders that each do).
-        split: None for a `datasets.DatasetDict` of all splits, or "train" / "val" ("validation" works
-            too) / "test" for that `datasets.Dataset`.
-        tasks: task ids to keep (None: every task present). Rows of other tasks are ignored unchecked.
-        on_error: "raise" stops at the first problem in file/line order (the message counts the rest);
-            "skip" drops bad rows, logs a warning and records per-task counts in the report.
-        registry: list of `TaskSpec` (default: the 27 FMC_UIA tasks), so labs can add tasks.
-        val_fraction, seed: without train/ and val/ folders, each task's rows are split by a seeded draw,
-            stratified by class for classification, with at least one row per split for any task that
-            has two. The draw covers every CSV row before any is skipped and depends only on each row's
-            task, class and paths, so it is stable under skipping, task filtering and CSV reordering.
+        root: the layout's folder (str or path-like).
+        split: None for every split, or "train" / "val" ("validation" and "valid" work too) / "test" for one.
+            The splits are the folders found, or "train" and "val" for a root with ``csv_files/`` only.
+        tasks: task ids to keep (a str or an iterable; None: every task present). Rows of other tasks are
+            ignored unchecked, rows whose task is not in the registry included (counted in a warning).
+        on_error: "raise" stops at the first row problem in file/line order (the message counts the rest);
+            "skip" drops bad rows (and CSV files without rows), logs a warning and records per-task counts
+            in the report.
+        registry: list of `TaskSpec` to check the rows against (default: the 27 FMC_UIA tasks and
+            `EXTRA_TASKS`), so labs can add tasks.
+        val_fraction, seed: for a root with ``csv_files/`` only, each task's rows are split by a seeded draw
+            (`val_fraction` of them to "val"), stratified by class for classification, with at least one row
+            per split for any task that has two. The draw covers every CSV row before any is skipped and
+            depends only on each row's task, class and paths, so it is stable under skipping, task filtering
+            and CSV reordering. Ignored when the root has split folders.
         num_workers: threads for checking rows (default: the CPU count; 0 or 1 checks in this thread).
         dicom_frame: which frame a multi-frame DICOM row yields ("middle" by default, or an int); each
             DICOM row is one example.
-        require_labels: False for test-time folders whose CSVs carry only `image_path`, `task_id`,
-            `task_name` (and `mask_path`, where a predicted mask goes): no label is read, the label
-            fields are None. A present `num_classes` is still checked against the registry.
+        require_labels: False for test-time folders whose CSVs carry only ``image_path``, ``task_id``,
+            ``task_name`` (and ``mask_path``, where a predicted mask goes): no label is read and no mask is
+            opened, the label fields are None. A present ``num_classes`` is still checked against the registry.
 
-    Returns a Dataset / DatasetDict whose examples follow the schema in this module's docstring. Nothing is
-    written into `root`. The loading report (split parameters and counts, rows kept, rows skipped per
-    task, the first problems, CSV files skipped for holding no rows, duplicate rows dropped, and what the
-    check cost: ``check``) is JSON in ``dataset.info.description``; `load_report(dataset)` parses it and
-    `format_load_report` prints it. With `split` given, only that split's rows are checked, so an image in
-    two splits is found when all splits are loaded.
+    Returns:
+        A `datasets.Dataset` (`split` given) or a `datasets.DatasetDict` keyed by split name, one example per kept row
+        in CSV file (by name) and line order, decoded on access into the schema in this module's docstring (image,
+        task, label fields, source). A row repeated with the same image and labels is kept once. The loading report
+        (split parameters and counts, rows kept, rows skipped per task, the first problems, CSV files skipped for
+        holding no rows, duplicate rows dropped, and what the check cost: ``check``) is JSON in
+        ``dataset.info.description``; `load_report(dataset)` parses it and `format_load_report` prints it. With
+        `split` given, only that split's rows are checked, so an image in two splits is found only when all splits are
+        loaded.
+
+    Raises:
+        FMCUIADataError: a problem in the data (a `DataError`, itself a ValueError). Its message and attributes
+            name the CSV file (`csv_file`), the line (`line`, the header is line 1), the column (`field`) and the
+            `problem`, and count the other bad rows (`more`). Row problems: an unknown ``task_id``, a ``task_name`` or
+            ``num_classes`` that disagrees with the registry, a missing column or empty cell the task needs, a
+            cell that does not parse, more cells than the header, a missing or undecodable image or mask, a
+            mask, box or point that does not fit its image or task, the same image in two splits or listed
+            twice with other labels (naming the other row); with ``on_error="skip"`` these rows are dropped
+            instead. Problems of a whole file raise whatever `on_error` says: a CSV file that is UTF-16 (`line`
+            and `field` None) or not UTF-8 (the line, and the column when known, of the first bad byte), or a
+            header naming a column twice (line 1, that column). A CSV file with no rows (`line` and `field`
+            None) raises unless ``on_error="skip"``.
+        FileNotFoundError: `root` is not a folder, holds no ``csv_files/`` (nor ``train/`` and ``val/`` ones),
+            or a ``csv_files/`` folder holds no ``.csv`` file.
+        ValueError: an `on_error` other than "raise" / "skip", a `val_fraction` outside [0, 1), a `split` the
+            layout does not have (the message lists those it has), a `tasks` id the registry does not know
+            (the message lists the valid ids), or a task id listed twice in `registry`.
+        TypeError: a `registry` entry that is not a `TaskSpec`.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")

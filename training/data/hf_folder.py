@@ -383,7 +383,10 @@ def load_data(path_or_name, split: str | None = None, tasks=None, registry=None,
 
     A folder with ``csv_files/`` or ``train/csv_files/`` goes to `load_fmc_uia` (extra keyword arguments
     such as `val_fraction`, `seed`, `dicom_frame` go with it); a folder with ``dataset_dict.json`` or
-    ``dataset_info.json``/``state.json`` goes to `load_hf_folder`. Hub dataset names are not fetched.
+    ``dataset_info.json``/``state.json`` goes to `load_hf_folder`. Returns what that reader returns (a
+    `datasets.Dataset` for a `split`, else a `datasets.DatasetDict`) and raises what it raises (`DataError`
+    for a problem in the data). Anything else, a hub dataset name included (nothing is fetched), is a
+    ValueError that says what was expected.
     """
     path = os.fspath(path_or_name)
     common = dict(split=split, tasks=tasks, registry=registry, on_error=on_error)

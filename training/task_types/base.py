@@ -162,10 +162,10 @@ class TrainingTaskType:
 
     @staticmethod
     def csv_columns(spec) -> tuple[str, ...]:
-        """Challenge CSV columns a task of this type needs beyond the challenge's own (see `data/synthetic.py`)."""
+        """Challenge CSV columns a task of this type needs beyond the challenge's own (see `data/synthetic/`)."""
         return ()
 
-    # ---- the synthetic suite (`data/synthetic.py`) -------------------------------------------------------------
+    # ---- the synthetic suite (`data/synthetic/`) ---------------------------------------------------------------
 
     synthetic_train_size = 200  # training examples at scale 1 of a task outside the challenge's 27
 

@@ -46,13 +46,13 @@ def ellipse_perimeter(a: float, b: float) -> float:
 def head_circumference_scene(canvas, class_name=None) -> dict:
     """An obstetric scene with one fetal head, of a wide range of sizes; its geometry is the skull's outer
     circumference in mm (`head_circumference_mm`)."""
-    from ..data import synthetic
+    from ..data.synthetic import scenes
 
-    synthetic._obstetric_scene(canvas)
+    scenes.obstetric_scene(canvas)
     a = canvas.uni(0.12, 0.30)
     cx, cy = canvas.place(a, yr=(0.42, 0.65))
     b = a * canvas.uni(0.74, 0.88)
-    synthetic._skull(canvas, cx, cy, a, b, canvas.uni(0, math.pi))
+    scenes.skull(canvas, cx, cy, a, b, canvas.uni(0, math.pi))
     return {"head_circumference_mm": ellipse_perimeter(a, b) * FIELD_OF_VIEW_MM}
 
 
