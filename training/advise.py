@@ -55,7 +55,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
-from transformers import TrainerCallback, TrainingArguments, set_seed
+from transformers import TrainerCallback, set_seed
 
 from modeling_m2dino import FMC_UIA_TASKS, M2DinoConfig, M2DinoImageProcessor
 
@@ -357,6 +357,7 @@ def advise(data: str, tasks: list[str] | None, seed: int, output_dir: str, **pro
     from . import train
     from .data.augment import Augmenter, AugmentConfig
     from .trainer import MultiTaskTrainer
+    from .training_args import M2DinoTrainingArguments
 
     registry = list(FMC_UIA_TASKS)
     run = train.M2DinoRunArguments(paradigm="au", data=data, preset=settings.preset, router_mode=settings.router_mode,
@@ -381,8 +382,8 @@ def advise(data: str, tasks: list[str] | None, seed: int, output_dir: str, **pro
     probe = AffinityProbe(ProcessedExamples(subset, processor, specs, None, seed=seed), task_ids,
                           settings.lookahead_every, settings.lookahead_batch_size,
                           settings.learning_rate * settings.lookahead_step_scale, seed)
-    arguments = TrainingArguments(
-        output_dir=os.path.join(output_dir, "probe"), report_to="none", remove_unused_columns=False,
+    arguments = M2DinoTrainingArguments(
+        output_dir=os.path.join(output_dir, "probe"), sampler="mixed", task_weighting=settings.task_weighting, report_to="none", remove_unused_columns=False,
         save_strategy="no", eval_strategy="no", logging_steps=max(1, settings.probe_steps // 4),
         learning_rate=settings.learning_rate, weight_decay=0.05, warmup_steps=0.05, lr_scheduler_type="cosine",
         per_device_train_batch_size=settings.batch_size, max_steps=settings.probe_steps, seed=seed,
@@ -391,7 +392,7 @@ def advise(data: str, tasks: list[str] | None, seed: int, output_dir: str, **pro
     )
     arguments.accelerator_config.split_batches = True
     trainer = MultiTaskTrainer(model=model, args=arguments, train_dataset=train_dataset, processor=processor,
-                               sampler_mode="mixed", task_weighting=settings.task_weighting, callbacks=[probe])
+                               callbacks=[probe])
     trainer.train()
     if not os.listdir(arguments.output_dir):  # the Trainer makes its folder even when it saves nothing
         os.rmdir(arguments.output_dir)

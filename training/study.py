@@ -266,10 +266,10 @@ def train_run(spec: RunSpec, data: StudyData, run_args, training_args, fraction:
                             score=lambda metrics: validation_score(trainer.last_eval_results))
     training_args.seed = spec.seed
     training_args.max_steps = protocol["max_steps"]
+    training_args.distance_metrics = False  # selection is on the primary metrics (DSC), not on HD
     trainer = MultiTaskTrainer(
         model=model, args=training_args, train_dataset=train_dataset, processor=processor, eval_sets=val_sets,
-        baseline_sets=baseline_sets, sampler_mode=run_args.sampler, task_weighting=run_args.task_weighting,
-        temperature=run_args.temperature, callbacks=[stopper], distance_metrics=False,  # selection is on DSC
+        baseline_sets=baseline_sets, callbacks=[stopper],
     )
     trainer.remove_callback(PrinterCallback)  # a study trains hundreds of models: one line per run is printed instead
     trainer.train()

@@ -57,8 +57,10 @@ def test_train_command_parses_its_flags_into_the_training_arguments(tmp_path):
     run, training = train.parse_arguments(["--output_dir", str(tmp_path), "--sampler", "homogeneous",
                                            "--task_weighting", "uniform", "--temperature", "3"])
     assert (training.sampler, training.task_weighting, training.temperature) == ("homogeneous", "uniform", 3.0)
-    # code that read them from the run arguments before they moved still finds them there
-    assert (run.sampler, run.task_weighting, run.temperature) == ("homogeneous", "uniform", 3.0)
+    assert training.distance_metrics is True
+    run, training = train.parse_arguments(["--output_dir", str(tmp_path), "--distance_metrics", "false"])
+    assert training.distance_metrics is False
+    assert not hasattr(run, "sampler")  # the settings live on the training arguments alone
 
 
 def test_trainer_reads_the_sampler_settings_from_args(tmp_path, monkeypatch):
@@ -72,16 +74,28 @@ def test_trainer_reads_the_sampler_settings_from_args(tmp_path, monkeypatch):
     }
 
 
-def test_plain_training_arguments_and_the_earlier_keywords(tmp_path, monkeypatch):
-    plain = TrainingArguments(str(tmp_path), per_device_train_batch_size=2, use_cpu=True, report_to="none")
+def test_trainer_reads_the_evaluation_setting_from_args(tmp_path, monkeypatch):
+    recorded = []
+    monkeypatch.setattr("m2dino_training.trainer.evaluate_model",
+                        lambda *args, distances, **kwargs: recorded.append(distances) or {"tasks": {}, "score": 0.0})
+    monkeypatch.setattr("m2dino_training.trainer.flat_metrics", lambda results, prefix: {f"{prefix}_score": 0.0})
     model = m2dino.M2DinoForMultiTask(tiny_config())
-    defaults = _sampler_settings(MultiTaskTrainer(model=model, args=plain), monkeypatch)
-    assert (defaults["mode"], defaults["task_weighting"], defaults["temperature"]) == ("homogeneous", "temperature", 2.0)
-    trainer = MultiTaskTrainer(model=model, args=plain, sampler_mode="mixed", task_weighting="uniform", temperature=5.0,
-                               distance_metrics=False)
-    given = _sampler_settings(trainer, monkeypatch)
-    assert (given["mode"], given["task_weighting"], given["temperature"]) == ("mixed", "uniform", 5.0)
-    assert trainer.args.distance_metrics is False
-    assert not hasattr(plain, "sampler")  # the caller's arguments are left as they were
-    with pytest.raises(ValueError, match="unknown sampler 'random'"):
-        MultiTaskTrainer(model=model, args=plain, sampler_mode="random")
+    for distance_metrics in (False, True):
+        args = M2DinoTrainingArguments(str(tmp_path), distance_metrics=distance_metrics, use_cpu=True, report_to="none")
+        MultiTaskTrainer(model=model, args=args, eval_sets={"IUGC": []}).evaluate()
+    assert recorded == [False, True]
+
+
+def test_trainer_takes_its_settings_only_from_m2dino_training_arguments(tmp_path, monkeypatch):
+    model = m2dino.M2DinoForMultiTask(tiny_config())
+    plain = TrainingArguments(str(tmp_path), use_cpu=True, report_to="none")
+    with pytest.raises(TypeError, match="MultiTaskTrainer needs its args as M2DinoTrainingArguments.*got TrainingArguments"):
+        MultiTaskTrainer(model=model, args=plain)
+    args = M2DinoTrainingArguments(str(tmp_path), use_cpu=True, report_to="none")
+    with pytest.raises(TypeError, match="sampler_mode"):  # the settings are arguments fields, not trainer keywords
+        MultiTaskTrainer(model=model, args=args, sampler_mode="mixed")
+    monkeypatch.chdir(tmp_path)
+    defaults = MultiTaskTrainer(model=model).args
+    assert isinstance(defaults, M2DinoTrainingArguments)
+    assert (defaults.sampler, defaults.task_weighting, defaults.temperature, defaults.distance_metrics) == (
+        "homogeneous", "temperature", 2.0, True)
