@@ -246,6 +246,7 @@ def train_run(spec: RunSpec, data: StudyData, run_args, training_args, fraction:
     from .data.augment import AugmentConfig, Augmenter
     from .data.collate import ProcessedExamples
     from .evaluate import MAX_BASELINE_EXAMPLES, evaluate_model, examples_by_task
+    from .task_types import fit_heads
     from .train import build_model
     from .trainer import MultiTaskTrainer
     from modeling_m2dino import M2DinoImageProcessor
@@ -262,6 +263,7 @@ def train_run(spec: RunSpec, data: StudyData, run_args, training_args, fraction:
     train_dataset = ProcessedExamples(train_subset, processor, specs, augmenter, seed=spec.seed)
     val_sets = examples_by_task(data.val, spec.tasks, run_args.eval_examples_per_task)
     baseline_sets = examples_by_task(train_subset, spec.tasks, MAX_BASELINE_EXAMPLES)
+    fit_heads(model, specs, baseline_sets)  # as m2dino-train does: a measurement head's statistics
     stopper = EarlyStopping(protocol["eval_every"], protocol["patience"], protocol.get("min_delta", 0.0),
                             score=lambda metrics: validation_score(trainer.last_eval_results))
     training_args.seed = spec.seed

@@ -39,7 +39,7 @@ from .output_folder import (
     set_aside_previous_checkpoints,
     staged_model_folder,
 )
-from .task_types import training_task_type
+from .task_types import fit_heads
 from .trainer import MultiTaskTrainer, check_resume_tasks
 from .training_args import M2DinoTrainingArguments
 
@@ -175,8 +175,7 @@ def train_one(name, task_ids, run, training, sources, registry, image_size, call
     train_dataset = ProcessedExamples(train_subset, processor, specs, augmenter, seed=training.data_seed or training.seed)
     eval_sets = examples_by_task(eval_source, task_ids, run.eval_examples_per_task)
     baseline_sets = examples_by_task(train_subset, task_ids, MAX_BASELINE_EXAMPLES)
-    for task in specs:  # heads that keep statistics of their training labels (a measurement's mean and std)
-        training_task_type(task).fit_head(model.heads[task.id], task, baseline_sets.get(task.id, []))
+    fit_heads(model, specs, baseline_sets)  # heads that keep statistics of their training labels
     trainer = MultiTaskTrainer(
         model=model, args=training, train_dataset=train_dataset, processor=processor, eval_sets=eval_sets,
         baseline_sets=baseline_sets, callbacks=callbacks,
