@@ -379,10 +379,9 @@ def main(argv=None):
         scores = score_submission(args.data, args.predictions)
     except FileNotFoundError as error:
         raise SystemExit(str(error)) from error
-    print(summary_text(scores))
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            json.dump(scores, f, indent=2)
+    from .cli import print_and_write
+
+    print_and_write(summary_text(scores), scores, args.output)
     return scores
 
 
