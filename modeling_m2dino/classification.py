@@ -63,16 +63,10 @@ class ClassificationType(TaskType):
         """Per-sample shape of each head output field."""
         return {"logits": (task.num_classes,)}
 
-    @staticmethod
-    def stack_labels(samples: list[dict], task, image_size: tuple[int, int]) -> torch.Tensor:
+    @classmethod
+    def stack_labels(cls, samples: list[dict], task, image_size: tuple[int, int]) -> torch.Tensor:
         """Per-sample `{"class_labels": int}` -> LongTensor (B,)."""
-        values = []
-        for sample in samples:
-            if "class_labels" not in sample:
-                raise ValueError(
-                    f"task {task.id!r} (classification): each label needs 'class_labels', got keys {sorted(sample)}"
-                )
-            values.append(int(torch.as_tensor(sample["class_labels"]).reshape(-1)[0]))
+        values = [int(torch.as_tensor(v).reshape(-1)[0]) for v in cls.label_entries(samples, "class_labels", task)]
         return torch.tensor(values, dtype=torch.long)
 
     @staticmethod

@@ -79,14 +79,10 @@ class MeasurementType(TaskType):
     def output_shapes(config, task, image_size):
         return {"values": (len(task.labels),)}
 
-    @staticmethod
-    def stack_labels(samples: list[dict], task, image_size) -> torch.Tensor:
+    @classmethod
+    def stack_labels(cls, samples: list[dict], task, image_size) -> torch.Tensor:
         """Per-sample `{"values": (V,)}` -> FloatTensor (B, V)."""
-        values = []
-        for sample in samples:
-            if "values" not in sample:
-                raise ValueError(f"task {task.id!r} (measurement): each label needs 'values', got keys {sorted(sample)}")
-            values.append(torch.as_tensor(np.asarray(sample["values"], np.float32)).reshape(-1))
+        values = [torch.as_tensor(np.asarray(v, np.float32)).reshape(-1) for v in cls.label_entries(samples, "values", task)]
         try:
             return torch.stack(values) if values else torch.zeros(0, len(task.labels))
         except RuntimeError:

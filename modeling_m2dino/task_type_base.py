@@ -95,6 +95,15 @@ class TaskType:
         """Per-sample label dicts -> the batched labels `check_labels` and `loss` take."""
         raise NotImplementedError
 
+    @classmethod
+    def label_entries(cls, samples: list[dict], key: str, task) -> list:
+        """The `key` entry of every per-sample label dict (for `stack_labels`), naming the task and the keys a label
+        has when one lacks it."""
+        for sample in samples:
+            if key not in sample:
+                raise ValueError(f"task {task.id!r} ({cls.name}): each label needs {key!r}, got keys {sorted(sample)}")
+        return [sample[key] for sample in samples]
+
     @staticmethod
     def check_labels(labels, task, batch_size: int, image_size: tuple[int, int]):
         raise NotImplementedError
