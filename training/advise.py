@@ -389,7 +389,8 @@ def advise(data: str, tasks: list[str] | None, seed: int, output_dir: str, **pro
                           settings.lookahead_every, settings.lookahead_batch_size,
                           settings.learning_rate * settings.lookahead_step_scale, seed)
     arguments = M2DinoTrainingArguments(
-        output_dir=os.path.join(output_dir, "probe"), sampler="mixed", task_weighting=settings.task_weighting, report_to="none", remove_unused_columns=False,
+        output_dir=os.path.join(output_dir, "probe"), sampler="mixed", task_weighting=settings.task_weighting,
+        report_to="none", remove_unused_columns=False,
         save_strategy="no", eval_strategy="no", logging_steps=max(1, settings.probe_steps // 4),
         learning_rate=settings.learning_rate, weight_decay=0.05, warmup_steps=0.05, lr_scheduler_type="cosine",
         per_device_train_batch_size=settings.batch_size, max_steps=settings.probe_steps, seed=seed,

@@ -297,14 +297,16 @@ def test_a_new_measurement_task_gets_its_head_fitted_to_its_training_values(base
     spec = m2dino.known_task("fetal_head_circumference")
     task_file = tmp_path / "task.json"
     task_file.write_text(json.dumps(spec.to_dict()))
-    finetune.main(["--model", base_dir, "--new_task", str(task_file), "--methods", "linear-probe",
+    finetune.main(["--model", base_dir, "--new_task", str(task_file), "--methods", "linear-probe,lora",
                    "--output_dir", str(tmp_path / "out"), *FAST])
     saved = m2dino.M2DinoForMultiTask.from_pretrained(str(tmp_path / "out" / "linear-probe" / spec.id))
     args = finetune.FinetuneArguments(model=base_dir, synthetic_scale=0.05, eval_examples_per_task=4)
     data = finetune.load_task_data(args, spec.id, [*saved.config.task_specs], seed=3, image_size=32)
     values = np.stack([example["values"] for example in data.baseline_sets[spec.id]]).astype(np.float64)
     assert len(values) > 1 and values.std() > 0
-    head = saved.heads[spec.id]
-    torch.testing.assert_close(head.value_mean, torch.as_tensor(values.mean(0), dtype=torch.float32))
-    torch.testing.assert_close(head.value_std, torch.as_tensor(values.std(0), dtype=torch.float32))
+    adapted = adapters.load_adapters(base_dir, str(tmp_path / "out" / "lora"))
+    adapter_head = adapted.base_model.model.heads[spec.id].modules_to_save[spec.id]  # the adapter's own copy
+    for head in (saved.heads[spec.id], adapter_head):
+        torch.testing.assert_close(head.value_mean, torch.as_tensor(values.mean(0), dtype=torch.float32))
+        torch.testing.assert_close(head.value_std, torch.as_tensor(values.std(0), dtype=torch.float32))
 
