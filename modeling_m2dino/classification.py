@@ -3,12 +3,12 @@ quadrant means; cross-entropy."""
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 from transformers.modeling_outputs import ImageClassifierOutput
 
+from .feature_fusion import PooledFeaturesHead
 from .task_type_base import PADDING_VALUE, TaskType
 
 
@@ -21,21 +21,16 @@ class M2DinoImageClassifierOutput(ImageClassifierOutput):
     indices: torch.LongTensor | None = None  # batch positions of these samples (M2DinoForMultiTask)
 
 
-class M2DinoClassificationHead(nn.Module):
-    """The DINOv3 linear-probe recipe, classify [class token; mean of patch tokens], plus the means of the four
-    quadrants of the patch grid, so that classes told apart by where something lies (fetal position) can be."""
+class M2DinoClassificationHead(PooledFeaturesHead):
+    """A linear classifier on the pooled features (`PooledFeaturesHead`): the DINOv3 linear-probe recipe, plus the
+    quadrant means, so that classes told apart by where something lies (fetal position) can be."""
 
     def __init__(self, config, task):
-        super().__init__()
-        features = 6 * config.hidden_size
-        self.norm = nn.LayerNorm(features, eps=config.layer_norm_eps)
-        self.classifier = nn.Linear(features, task.num_classes)
+        super().__init__(config)
+        self.classifier = nn.Linear(self.pooled_features_size, task.num_classes)
 
     def forward(self, feature_maps: tuple[torch.Tensor, ...], pooled_output: torch.Tensor) -> torch.Tensor:
-        patches = feature_maps[-1]
-        mean_patch = patches.mean(dim=(2, 3))
-        quadrants = F.adaptive_avg_pool2d(patches, 2).flatten(1)
-        return self.classifier(self.norm(torch.cat([pooled_output, mean_patch, quadrants], dim=-1)))
+        return self.classifier(self.pool(feature_maps, pooled_output))
 
 
 class ClassificationType(TaskType):
@@ -68,16 +63,10 @@ class ClassificationType(TaskType):
         """Per-sample shape of each head output field."""
         return {"logits": (task.num_classes,)}
 
-    @staticmethod
-    def stack_labels(samples: list[dict], task, image_size: tuple[int, int]) -> torch.Tensor:
+    @classmethod
+    def stack_labels(cls, samples: list[dict], task, image_size: tuple[int, int]) -> torch.Tensor:
         """Per-sample `{"class_labels": int}` -> LongTensor (B,)."""
-        values = []
-        for sample in samples:
-            if "class_labels" not in sample:
-                raise ValueError(
-                    f"task {task.id!r} (classification): each label needs 'class_labels', got keys {sorted(sample)}"
-                )
-            values.append(int(torch.as_tensor(sample["class_labels"]).reshape(-1)[0]))
+        values = [int(torch.as_tensor(v).reshape(-1)[0]) for v in cls.label_entries(samples, "class_labels", task)]
         return torch.tensor(values, dtype=torch.long)
 
     @staticmethod

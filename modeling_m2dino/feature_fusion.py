@@ -1,7 +1,9 @@
-"""The multi-level fusion the dense heads (segmentation, landmark regression) start with."""
+"""What the heads start with: the multi-level fusion of the dense heads (segmentation, landmark regression), and
+the pooled features of the image-level heads (classification, measurement)."""
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -25,4 +27,20 @@ class MultiLevelFusionHead(nn.Module):
         return self.fuse(sum(project(level) for project, level in zip(self.level_projections, feature_maps)))
 
 
-__all__ = ["MultiLevelFusionHead", "conv_block"]
+class PooledFeaturesHead(nn.Module):
+    """Base of the image-level heads: the DINOv3 linear-probe features, [class token; mean of patch tokens], plus the
+    means of the four quadrants of the patch grid (so that what tells images apart by where something lies can be
+    read), layer-normalised: `pooled_features_size` values per image."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.pooled_features_size = 6 * config.hidden_size  # class token, mean patch token, four quadrant means
+        self.norm = nn.LayerNorm(self.pooled_features_size, eps=config.layer_norm_eps)
+
+    def pool(self, feature_maps: tuple[torch.Tensor, ...], pooled_output: torch.Tensor) -> torch.Tensor:
+        patches = feature_maps[-1]
+        quadrants = F.adaptive_avg_pool2d(patches, 2).flatten(1)
+        return self.norm(torch.cat([pooled_output, patches.mean(dim=(2, 3)), quadrants], dim=-1))
+
+
+__all__ = ["MultiLevelFusionHead", "PooledFeaturesHead", "conv_block"]

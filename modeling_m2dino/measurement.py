@@ -15,6 +15,7 @@ from torch.nn import functional as F
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from .feature_fusion import PooledFeaturesHead
 from .task_type_base import PADDING_VALUE, TaskType
 
 
@@ -31,16 +32,14 @@ class M2DinoMeasurementOutput(ModelOutput):
     indices: torch.LongTensor | None = None  # batch positions of these samples (M2DinoForMultiTask)
 
 
-class M2DinoMeasurementHead(nn.Module):
-    """Standardised values from pooled features, returned in units through the buffers `value_mean`, `value_std`
-    (set from the training values with `set_value_statistics`; 0 and 1 until then)."""
+class M2DinoMeasurementHead(PooledFeaturesHead):
+    """Standardised values from the pooled features (`PooledFeaturesHead`), returned in units through the buffers
+    `value_mean`, `value_std` (set from the training values with `set_value_statistics`; 0 and 1 until then)."""
 
     def __init__(self, config, task):
-        super().__init__()
+        super().__init__(config)
         count = len(task.labels)
-        features = 6 * config.hidden_size  # class token, mean patch token, four quadrant means
-        self.norm = nn.LayerNorm(features, eps=config.layer_norm_eps)
-        self.regressor = nn.Linear(features, count)
+        self.regressor = nn.Linear(self.pooled_features_size, count)
         self.register_buffer("value_mean", torch.zeros(count))
         self.register_buffer("value_std", torch.ones(count))
 
@@ -52,9 +51,7 @@ class M2DinoMeasurementHead(nn.Module):
         self.value_std.copy_(std)
 
     def forward(self, feature_maps: tuple[torch.Tensor, ...], pooled_output: torch.Tensor):
-        patches = feature_maps[-1]
-        quadrants = F.adaptive_avg_pool2d(patches, 2).flatten(1)
-        standardised = self.regressor(self.norm(torch.cat([pooled_output, patches.mean(dim=(2, 3)), quadrants], dim=-1)))
+        standardised = self.regressor(self.pool(feature_maps, pooled_output))
         std = self.value_std.to(standardised.dtype)
         # The values, then the scale the loss standardises their errors by (the loss alone reads it).
         return self.value_mean.to(standardised.dtype) + std * standardised, std.expand_as(standardised)
@@ -82,14 +79,10 @@ class MeasurementType(TaskType):
     def output_shapes(config, task, image_size):
         return {"values": (len(task.labels),)}
 
-    @staticmethod
-    def stack_labels(samples: list[dict], task, image_size) -> torch.Tensor:
+    @classmethod
+    def stack_labels(cls, samples: list[dict], task, image_size) -> torch.Tensor:
         """Per-sample `{"values": (V,)}` -> FloatTensor (B, V)."""
-        values = []
-        for sample in samples:
-            if "values" not in sample:
-                raise ValueError(f"task {task.id!r} (measurement): each label needs 'values', got keys {sorted(sample)}")
-            values.append(torch.as_tensor(np.asarray(sample["values"], np.float32)).reshape(-1))
+        values = [torch.as_tensor(np.asarray(v, np.float32)).reshape(-1) for v in cls.label_entries(samples, "values", task)]
         try:
             return torch.stack(values) if values else torch.zeros(0, len(task.labels))
         except RuntimeError:

@@ -108,14 +108,10 @@ class RegressionType(TaskType):
         heatmap = (2 * (image_size[0] // config.patch_size), 2 * (image_size[1] // config.patch_size))
         return {"keypoints": (task.num_points, 2), "heatmaps": (task.num_points, *heatmap)}
 
-    @staticmethod
-    def stack_labels(samples: list[dict], task, image_size: tuple[int, int]) -> torch.Tensor:
+    @classmethod
+    def stack_labels(cls, samples: list[dict], task, image_size: tuple[int, int]) -> torch.Tensor:
         """Per-sample `{"points": (P, 2)}` -> FloatTensor (B, P, 2)."""
-        points = []
-        for sample in samples:
-            if "points" not in sample:
-                raise ValueError(f"task {task.id!r} (regression): each label needs 'points', got keys {sorted(sample)}")
-            points.append(torch.as_tensor(sample["points"]).float())
+        points = [torch.as_tensor(p).float() for p in cls.label_entries(samples, "points", task)]
         try:
             return torch.stack(points) if points else torch.zeros(0, task.num_points, 2)
         except RuntimeError:

@@ -70,14 +70,10 @@ class SegmentationType(TaskType):
         """Per-sample shape of each head output field: logits at stride 4."""
         return {"logits": (task.num_classes, 4 * (image_size[0] // config.patch_size), 4 * (image_size[1] // config.patch_size))}
 
-    @staticmethod
-    def stack_labels(samples: list[dict], task, image_size: tuple[int, int]) -> torch.Tensor:
+    @classmethod
+    def stack_labels(cls, samples: list[dict], task, image_size: tuple[int, int]) -> torch.Tensor:
         """Per-sample `{"mask": (H, W)}` -> LongTensor (B, H, W)."""
-        masks = []
-        for sample in samples:
-            if "mask" not in sample:
-                raise ValueError(f"task {task.id!r} (segmentation): each label needs a 'mask', got keys {sorted(sample)}")
-            masks.append(torch.as_tensor(sample["mask"]).long())
+        masks = [torch.as_tensor(mask).long() for mask in cls.label_entries(samples, "mask", task)]
         return torch.stack(masks) if masks else torch.zeros(0, *image_size, dtype=torch.long)
 
     @staticmethod

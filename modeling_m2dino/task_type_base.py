@@ -4,8 +4,9 @@ registry that finds them (import it from `task_types.py`, which also loads the c
 A task type named `x` is the module `x.py` of this package, holding a `TaskType` subclass with `name = "x"`: its head,
 output class, loss, label checks, per-sample layout and post-processing to original pixels. The registry imports
 that module the first time the name is asked for, so adding a type is adding its module (and the training side's
-counterpart, `m2dino_training.task_types`); nothing else names it. (A saved folder's remote code holds only the
-modules imported by name, so a type used by a registry task is imported where that task is listed, `tasks.py`.)
+counterpart, `m2dino_training.task_types`); nothing else names it. (transformers' copy of a saved folder's code for
+`trust_remote_code` holds only the modules imported by name: the folder's copy of `task_types.py` imports every
+registered type module, see `remote_code.py`.)
 """
 
 import importlib
@@ -93,6 +94,15 @@ class TaskType:
     def stack_labels(samples: list[dict], task, image_size: tuple[int, int]):
         """Per-sample label dicts -> the batched labels `check_labels` and `loss` take."""
         raise NotImplementedError
+
+    @classmethod
+    def label_entries(cls, samples: list[dict], key: str, task) -> list:
+        """The `key` entry of every per-sample label dict (for `stack_labels`), naming the task and the keys a label
+        has when one lacks it."""
+        for sample in samples:
+            if key not in sample:
+                raise ValueError(f"task {task.id!r} ({cls.name}): each label needs {key!r}, got keys {sorted(sample)}")
+        return [sample[key] for sample in samples]
 
     @staticmethod
     def check_labels(labels, task, batch_size: int, image_size: tuple[int, int]):

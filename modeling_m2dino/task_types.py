@@ -6,7 +6,7 @@ layout and post-processing. A type named `x` is the module `x.py`, found by the 
 
 from .task_type_base import PADDING_VALUE, TASK_TYPES, TaskType, TaskTypeRegistry
 
-# The challenge's types, imported by name: a saved folder's remote code holds only the modules imported this way.
+# The challenge's types, loaded with the package (a saved folder's copy of this module imports every type by name).
 from .classification import ClassificationType  # noqa: F401
 from .detection import DetectionType  # noqa: F401
 from .regression import RegressionType  # noqa: F401

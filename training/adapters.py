@@ -52,12 +52,46 @@ def save_adapter(peft_model, adapter_root: str, task_id: str, method: str, base_
     if not had_root_card and os.path.exists(root_card):  # PEFT's blank template; each adapter gets its own card
         os.remove(root_card)
     adapter_dir = os.path.join(adapter_root, task_id)
+    restore_head_member_keys(peft_model, adapter_dir, task_id)
     metadata = {"task": task_id, "method": method, "base_model": os.path.abspath(base_dir),
                 "base_fingerprint": fingerprint, "tasks": list(peft_model.config.task_ids),
                 "added_tasks": [spec.to_dict() for spec in added_tasks]}
     with open(os.path.join(adapter_dir, ADAPTER_METADATA), "w", encoding="utf-8") as f:
         json.dump(metadata, f, indent=2)
     return adapter_dir
+
+
+def restore_head_member_keys(peft_model, adapter_dir: str, adapter_name: str) -> list[str]:
+    """Puts back the keys PEFT writes wrongly for a task adapter's own head, and returns the keys put back.
+
+    PEFT removes the adapter name from every saved key that ends in `.<adapter name>.<member>` (where its own layers
+    keep the adapter's weights). A task adapter is named after its task and copies the head `heads.<task>`, so a
+    parameter or buffer the head module holds itself (a detection head's `queries`, a measurement head's
+    `value_mean`) is written as `heads.<member>`, a key PEFT's own loading then looks for in vain (a KeyError).
+    """
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path = os.path.join(adapter_dir, "adapter_model.safetensors")
+    if not os.path.isfile(path):
+        return []
+    suffix = f".{adapter_name}"
+    renames = {}
+    for name, module in peft_model.named_modules():
+        copies = getattr(module, "modules_to_save", None)
+        if not name.endswith(suffix) or not isinstance(copies, torch.nn.ModuleDict) or adapter_name not in copies:
+            continue
+        for member in copies[adapter_name].state_dict():
+            if "." not in member:  # held by the head module itself, not by one of its layers
+                renames[f"{name.removesuffix(suffix)}.{member}"] = f"{name}.{member}"
+    with safe_open(path, "pt") as saved:
+        metadata = saved.metadata()
+        tensors = {key: saved.get_tensor(key) for key in saved.keys()}
+    restored = [key for key in renames if key in tensors and renames[key] not in tensors]
+    if restored:
+        tensors = {renames[key] if key in restored else key: tensor for key, tensor in tensors.items()}
+        save_file(tensors, path, metadata=metadata)
+    return [renames[key] for key in restored]
 
 
 def read_adapter_metadata(folder: str) -> dict:

@@ -55,9 +55,9 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
-from transformers import TrainerCallback, TrainingArguments, set_seed
+from transformers import TrainerCallback, set_seed
 
-from modeling_m2dino import FMC_UIA_TASKS, M2DinoConfig, M2DinoImageProcessor
+from modeling_m2dino import EXTRA_TASKS, FMC_UIA_TASKS, M2DinoConfig, M2DinoImageProcessor
 
 from .data.collate import ProcessedExamples, collate, task_list
 
@@ -356,9 +356,15 @@ def advise(data: str, tasks: list[str] | None, seed: int, output_dir: str, **pro
     start = time.perf_counter()
     from . import train
     from .data.augment import Augmenter, AugmentConfig
+    from .evaluate import MAX_BASELINE_EXAMPLES, examples_by_task
+    from .task_types import fit_heads
     from .trainer import MultiTaskTrainer
+    from .training_args import M2DinoTrainingArguments
 
-    registry = list(FMC_UIA_TASKS)
+    registry = list(FMC_UIA_TASKS + EXTRA_TASKS)
+    unknown = sorted(set(tasks or ()) - {t.id for t in registry})
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; valid: {', '.join(t.id for t in registry)}")
     run = train.M2DinoRunArguments(paradigm="au", data=data, preset=settings.preset, router_mode=settings.router_mode,
                                    num_experts=settings.num_experts, top_k=settings.top_k,
                                    synthetic_scale=settings.synthetic_scale, tasks=list(tasks) if tasks else None)
@@ -375,14 +381,16 @@ def advise(data: str, tasks: list[str] | None, seed: int, output_dir: str, **pro
 
     set_seed(seed)
     model = train.build_model(run, specs, image_size)
+    fit_heads(model, specs, examples_by_task(subset, task_ids, MAX_BASELINE_EXAMPLES))  # as m2dino-train does
     processor = M2DinoImageProcessor.from_config(model.config)
     augmenter = Augmenter(AugmentConfig(), registry=registry) if settings.augment else None
     train_dataset = ProcessedExamples(subset, processor, specs, augmenter, seed=seed)
     probe = AffinityProbe(ProcessedExamples(subset, processor, specs, None, seed=seed), task_ids,
                           settings.lookahead_every, settings.lookahead_batch_size,
                           settings.learning_rate * settings.lookahead_step_scale, seed)
-    arguments = TrainingArguments(
-        output_dir=os.path.join(output_dir, "probe"), report_to="none", remove_unused_columns=False,
+    arguments = M2DinoTrainingArguments(
+        output_dir=os.path.join(output_dir, "probe"), sampler="mixed", task_weighting=settings.task_weighting,
+        report_to="none", remove_unused_columns=False,
         save_strategy="no", eval_strategy="no", logging_steps=max(1, settings.probe_steps // 4),
         learning_rate=settings.learning_rate, weight_decay=0.05, warmup_steps=0.05, lr_scheduler_type="cosine",
         per_device_train_batch_size=settings.batch_size, max_steps=settings.probe_steps, seed=seed,
@@ -391,7 +399,7 @@ def advise(data: str, tasks: list[str] | None, seed: int, output_dir: str, **pro
     )
     arguments.accelerator_config.split_batches = True
     trainer = MultiTaskTrainer(model=model, args=arguments, train_dataset=train_dataset, processor=processor,
-                               sampler_mode="mixed", task_weighting=settings.task_weighting, callbacks=[probe])
+                               callbacks=[probe])
     trainer.train()
     if not os.listdir(arguments.output_dir):  # the Trainer makes its folder even when it saves nothing
         os.rmdir(arguments.output_dir)
@@ -502,10 +510,6 @@ def main(argv=None) -> dict:
             kind = {"image_size": int, "router_mode": str, "num_experts": int, "top_k": int}.get(setting.name, type(default))
             parser.add_argument(f"--{setting.name}", type=kind, default=default)
     args = parser.parse_args(argv)
-    if args.tasks:
-        unknown = sorted(set(args.tasks) - {t.id for t in FMC_UIA_TASKS})
-        if unknown:
-            raise SystemExit(f"unknown task(s) {unknown}; valid: {', '.join(t.id for t in FMC_UIA_TASKS)}")
     settings = {f.name: getattr(args, f.name) for f in fields(ProbeSettings)}
     try:
         report = advise(args.data, args.tasks, args.seed, args.output_dir, **settings)

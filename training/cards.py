@@ -344,6 +344,13 @@ def card_options(path: str) -> dict | None:
         return {}
 
 
+def update_model_card(model_dir: str, **changes) -> str:
+    """Writes a folder's card (see `write_model_card`) and returns its path; a card this module wrote there keeps
+    the options it was made with (repo id, title...) unless `changes` set them."""
+    options = card_options(os.path.join(model_dir, "README.md")) or {}
+    return write_model_card(model_dir, **{**options, **changes})
+
+
 def refresh_model_card(model_dir: str, **extra) -> str | None:
     """Rewrites a folder's card with the options it was made with (updated by `extra`); a README this module did
     not write is left alone (returns None)."""
@@ -438,10 +445,8 @@ def main(argv=None):
                     results = json.load(f)
             path = write_adapter_card(args.dir, args.base_model, args.task, args.method, results)
         else:
-            # A card this module wrote keeps its options (repo id, title...) unless the command line changes them.
-            options = card_options(os.path.join(args.dir, "README.md")) or {}
-            options.update({k: v for k, v in (("repo_id", args.repo_id), ("title", args.title), ("base_model", args.base_model)) if v})
-            path = write_model_card(args.dir, **options)
+            changes = {"repo_id": args.repo_id, "title": args.title, "base_model": args.base_model}
+            path = update_model_card(args.dir, **{name: value for name, value in changes.items() if value})
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"m2dino-card: {error}") from None
     print(f"wrote {path}")

@@ -8,6 +8,7 @@ run exits 0.
 
 import contextlib
 import importlib
+import json
 
 COMMANDS = {
     "m2dino-convert": "modeling_m2dino.convert_dinov3",
@@ -37,6 +38,14 @@ def argument_errors_exit():
         raise
     except ValueError as error:
         raise SystemExit(str(error)) from None
+
+
+def print_and_write(text: str, results, output: str | None):
+    """A command's last step: prints its table and, when `output` names a file, writes its results there as JSON."""
+    print(text)
+    if output:
+        with open(output, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=2)
 
 
 def _entry(module_name):

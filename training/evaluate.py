@@ -232,14 +232,11 @@ def main(argv=None):
     parser.add_argument("--on_error", choices=("raise", "skip"), default="raise",
                         help="a row with a problem (unreadable image, bad label): stop (raise) or leave it out and report it (skip)")
     args = parser.parse_args(argv)
-    from .cli import argument_errors_exit
+    from .cli import argument_errors_exit, print_and_write
 
     with argument_errors_exit():
         results = evaluate_folder(args.model, args.data, args.split, args.tasks, args.batch_size, args.on_error)
-    print(results_table(results))
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=2)
+    print_and_write(results_table(results), results, args.output)
     return results
 
 

@@ -160,7 +160,18 @@ def print_plan(runs, cached: dict, args, seconds_per_step: float, probe: str):
 
 
 def main(argv=None):
+    """`m2dino-experiment`: the command line's arguments to `run_experiment`; prints what the study wrote."""
     args, passthrough = parse_arguments(argv)
+    report = run_experiment(args, passthrough)
+    if not args.dry_run:
+        print(report_summary(report, args.output_dir))
+    return report
+
+
+def run_experiment(args, passthrough: list[str]) -> dict:
+    """The study `args` describes (`parse_arguments`' settings; `passthrough`: the flags for every run's model and
+    Trainer): prints its plan and time estimate, trains the runs not cached yet (one line each), writes the tables
+    and figures into `args.output_dir` and returns the report (`write_report`'s). A dry run returns the plan."""
     os.makedirs(args.output_dir, exist_ok=True)
     run_args, base_training = train.parse_arguments([*STUDY_TRAINING_DEFAULTS, *passthrough, "--output_dir", args.output_dir])
     args.settings = study_settings(args, passthrough, run_args)
@@ -252,13 +263,18 @@ def write_report(args, runs, results: dict, advice: dict | None) -> dict:
     with open(os.path.join(out, "summary.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2)
     study.plot_study(rows, by_type, by_group, paradigms, out)
+    return {"rows": rows, "by_group": by_group, "by_type": by_type, "runs": run_rows, "summary": summary}
+
+
+def report_summary(report: dict, output_dir: str) -> str:
+    """One line: the files `write_report` wrote, how the runs stopped, and the mean change over TS per paradigm."""
+    summary = report["summary"]
     changes = ", ".join(f"{p.upper()}-TS {v:+.3f}" for p, v in summary["mean_change_norm"].items())
     probe = (f"; the advisor's probe cost {summary['probe_fraction_of_study']:.1%} of the study"
              if "probe_fraction_of_study" in summary else "")
-    print(f"wrote {out}/runs.csv, per_task.csv, per_group.csv, per_type.csv, summary.json and four figures; "
-          f"{len(runs)} runs, {summary['runs_stopped_by_patience']} stopped by patience, {summary['runs_at_cap']} at the "
-          f"cap; mean normalised change {changes}{probe}")
-    return {"rows": rows, "by_group": by_group, "by_type": by_type, "runs": run_rows, "summary": summary}
+    return (f"wrote {output_dir}/runs.csv, per_task.csv, per_group.csv, per_type.csv, summary.json and four figures; "
+            f"{summary['runs']} runs, {summary['runs_stopped_by_patience']} stopped by patience, {summary['runs_at_cap']} "
+            f"at the cap; mean normalised change {changes}{probe}")
 
 
 def write_csv(path: str, rows: list[dict]):

@@ -244,13 +244,13 @@ class TaskData:
 def load_task_data(args: FinetuneArguments, task_id: str, registry, seed: int, image_size: int) -> TaskData:
     with argument_errors_exit():
         train_source, eval_source, description = load_sources(
-            args.data, seed, image_size, registry, synthetic_scale=args.synthetic_scale,
+            args.data, seed, image_size, registry, tasks=[task_id], synthetic_scale=args.synthetic_scale,
             eval_examples_per_task=args.eval_examples_per_task,
         )
     train = TaskSubset(train_source, [task_id])
     eval_sets = examples_by_task(eval_source, [task_id], args.eval_examples_per_task)
     if not len(train) or not eval_sets:
-        hint = " (the synthetic suite holds only the 27 registry tasks)" if args.data == "synthetic" else ""
+        hint = " (the synthetic suite holds the registry's tasks: FMC_UIA_TASKS and EXTRA_TASKS)" if args.data == "synthetic" else ""
         raise SystemExit(f"{args.data} has no {'training' if not len(train) else 'held-out'} examples of task {task_id!r}{hint}")
     return TaskData(train, eval_sets, examples_by_task(train, [task_id], MAX_BASELINE_EXAMPLES), description)
 
@@ -263,8 +263,8 @@ def finetune_method(method, base, args, training, task_id, new_specs, data: Task
     """Fine-tunes a fresh copy of `base` by one method, evaluates it on the held-out data and saves it."""
     set_seed(training.seed)  # the same start for every method: new heads, LoRA init, data order
     model = copy.deepcopy(base)
-    for spec in new_specs:
-        add_task(model, spec, args.router_init)
+    for spec in new_specs:  # the task fine-tuned here has its training examples: its new head is fitted to them
+        add_task(model, spec, args.router_init, data.baseline_sets.get(spec.id))
     registry = model.config.task_specs
     model = prepare_model(model, method, task_id, args, new_task=task_id in {s.id for s in new_specs})
     trainable, total = count_parameters(model)

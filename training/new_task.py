@@ -17,6 +17,8 @@ from torch import nn
 from modeling_m2dino import TASK_TYPES, TaskSpec
 from modeling_m2dino.moe import M2DinoTaskRouter
 
+from .task_types import fit_heads
+
 REQUIRED_FIELDS = ("id", "type", "labels", "group")
 ROUTER_INITS = ("mean", "random")
 
@@ -54,13 +56,15 @@ def read_task_file(path: str, existing_ids=()) -> list[TaskSpec]:
     return specs
 
 
-def add_task(model, spec: TaskSpec, router_init: str = "mean") -> int:
+def add_task(model, spec: TaskSpec, router_init: str = "mean", train_examples: list[dict] | None = None) -> int:
     """Adds `spec` to an M2DINO model in place and returns its task index.
 
     Every router table (`task_logits` in "task" mode, `task_embedding` in "token" mode) grows by one row, the
     mean of the existing rows (`router_init="mean"`: the new task starts on the experts the tasks use on
-    average) or small random values (`"random"`); the task gets a freshly initialised head. Existing weights
-    stay bit-identical, so the other tasks' outputs do not change. Add tasks before wrapping a model with PEFT.
+    average) or small random values (`"random"`); the task gets a freshly initialised head, fitted to
+    `train_examples` (the task's training examples) as `m2dino-train` fits a new head when its type keeps
+    statistics of its labels (a measurement's mean and standard deviation). Existing weights stay bit-identical,
+    so the other tasks' outputs do not change. Add tasks before wrapping a model with PEFT.
     """
     if hasattr(model, "peft_config"):
         raise TypeError("add_task changes the model's shapes: add tasks before wrapping the model with PEFT")
@@ -83,6 +87,8 @@ def add_task(model, spec: TaskSpec, router_init: str = "mean") -> int:
             model._init_weights(module)
         reference = next(model.parameters())
         model.heads[spec.id] = head.to(device=reference.device, dtype=reference.dtype)
+        if train_examples is not None:
+            fit_heads(model, [spec], {spec.id: train_examples})
     return index
 
 

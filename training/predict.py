@@ -152,6 +152,14 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def load_model(model_dir: str, device: str | None = None):
+    """A saved M2DINO folder's model (in eval mode, on `device`, default `default_device()`) and processor."""
+    from modeling_m2dino import M2DinoForMultiTask, M2DinoImageProcessor
+
+    model = M2DinoForMultiTask.from_pretrained(model_dir).to(device or default_device()).eval()
+    return model, M2DinoImageProcessor.from_pretrained(model_dir)
+
+
 class ChallengeModel:
     """The challenge container's entry point: `Model().predict(data_root, output_dir)`.
 
@@ -167,13 +175,10 @@ class ChallengeModel:
     model_dir: str | None = None
 
     def __init__(self, model_dir: str | None = None, device: str | None = None, batch_size: int = 32):
-        from modeling_m2dino import M2DinoForMultiTask, M2DinoImageProcessor
-
         model_dir = model_dir or self.model_dir or os.environ.get("M2DINO_MODEL_DIR")
         if not model_dir:
             raise ValueError("no model folder: pass model_dir, set the class attribute model_dir, or set M2DINO_MODEL_DIR")
-        self.model = M2DinoForMultiTask.from_pretrained(model_dir).to(device or default_device()).eval()
-        self.processor = M2DinoImageProcessor.from_pretrained(model_dir)
+        self.model, self.processor = load_model(model_dir, device)
         self.batch_size = batch_size
 
     def predict(self, data_root: str, output_dir: str) -> dict:
@@ -197,11 +202,7 @@ def main(argv=None):
     parser.add_argument("--on_error", choices=("raise", "skip"), default="raise",
                         help="a row whose image cannot be read: stop (raise) or leave it out and report it (skip)")
     args = parser.parse_args(argv)
-
-    from modeling_m2dino import M2DinoForMultiTask, M2DinoImageProcessor
-
-    model = M2DinoForMultiTask.from_pretrained(args.model).to(args.device or default_device()).eval()
-    processor = M2DinoImageProcessor.from_pretrained(args.model)
+    model, processor = load_model(args.model, args.device)
     try:
         summary = predict_folder(model, processor, args.data, args.out, args.split, args.tasks, args.batch_size,
                                  args.on_error)

@@ -157,6 +157,58 @@ def _reference(row: Row, spec, data_root: str, report: Report):
         return None
 
 
+def _predicted_mask_path(row: Row, task_id: str, pred_dir: str, expected_masks: set, report: Report) -> str | None:
+    """Where the submission holds a segmentation row's predicted mask, or None (counted) when the row names no
+    mask or the submission has none there."""
+    mask_path = row.cell("mask_path")
+    if not mask_path:
+        report.problem(f"{row.where}, field 'mask_path': empty; row left out")
+        report.rows_left_out[task_id] += 1
+        return None
+    path = mask_output_path(pred_dir, mask_path)
+    expected_masks.add(os.path.normpath(path))
+    if not os.path.exists(path):
+        report.rows_without_prediction[task_id] += 1
+        return None
+    return path
+
+
+def _read_mask_like(path: str, reference: np.ndarray, row: Row, pred_dir: str, report: Report) -> np.ndarray | None:
+    """The predicted mask at `path` at the size of its ground truth (resized as the challenge does, and reported),
+    or None (counted) when it is not readable."""
+    task_id = row.cell("task_id")
+    shown = os.path.relpath(path, pred_dir)
+    try:
+        predicted = read_predicted_mask(path, shown, report)
+    except (OSError, ValueError) as error:
+        report.problem(f"{shown}: not readable as an image ({error}); {row.where} not scored")
+        report.rows_without_prediction[task_id] += 1
+        return None
+    if predicted.shape != reference.shape:
+        report.problem(f"{shown}: {predicted.shape[1]}x{predicted.shape[0]} but the ground truth of "
+                       f"{row.where} is {reference.shape[1]}x{reference.shape[0]} (width x height); "
+                       "resized by nearest neighbour, as the challenge does")
+        report.resized_masks[task_id] += 1
+        predicted = resize_nearest_like_opencv(predicted, *reference.shape)
+    return predicted
+
+
+def _recorded_prediction(row: Row, spec, index: dict, report: Report):
+    """A row's prediction from its record in the submission's JSON files, or None (counted) when it has no record
+    of its type or the record is malformed."""
+    task_id = row.cell("task_id")
+    found = index.get((task_id, row.cells.get("image_path", "")))
+    if found is None or found[0] != spec.type:
+        report.rows_without_prediction[task_id] += 1
+        return None
+    kind, position, record = found
+    value = _record_value(spec, record, f"{PREDICTION_FILES[kind]}, record {position}", report)
+    if value is None:
+        report.records_left_out[PREDICTION_FILES[kind]] += 1
+        report.rows_without_prediction[task_id] += 1
+    return value
+
+
 def score_submission(data_root: str, pred_dir: str, registry=None) -> dict:
     """Score the submission in `pred_dir` against the labelled layout `data_root` (see the module docstring)."""
     specs = {t.id: t for t in (registry or FMC_UIA_TASKS + EXTRA_TASKS)}
@@ -165,7 +217,9 @@ def score_submission(data_root: str, pred_dir: str, registry=None) -> dict:
     # Rows left out for a CSV problem: their records and masks are reported with the row, not as "matching no row".
     excluded_keys, expected_masks = set(), set()
 
-    def exclude(row):
+    def leave_out(row, problem: str):
+        report.problem(f"{problem}; row left out")
+        report.rows_left_out[row.cell("task_id")] += 1
         excluded_keys.add((row.cell("task_id"), row.cells.get("image_path", "")))
         if row.cell("mask_path"):
             expected_masks.add(os.path.normpath(mask_output_path(pred_dir, row.cell("mask_path"))))
@@ -174,16 +228,12 @@ def score_submission(data_root: str, pred_dir: str, registry=None) -> dict:
         task_id, name = row.cell("task_id"), row.cells.get("task_name", "")
         spec = specs.get(task_id)
         if spec is None:
-            report.problem(f"{row.where}: unknown task_id {task_id!r}; row left out")
-            report.rows_left_out[task_id] += 1
-            exclude(row)
+            leave_out(row, f"{row.where}: unknown task_id {task_id!r}")
             continue
         csv_name = TASK_TYPES[spec.type].csv_name
         if name != csv_name:
-            report.problem(f"{row.where}, field 'task_name': {name!r}; the challenge spells it "
-                           f"{csv_name!r} and scores tasks by that exact name; row left out")
-            report.rows_left_out[task_id] += 1
-            exclude(row)
+            leave_out(row, f"{row.where}, field 'task_name': {name!r}; the challenge spells it {csv_name!r} and scores "
+                           "tasks by that exact name")
             continue
         count = row.cell("num_classes")
         expected = training_task_type(spec).csv_count(spec)
@@ -192,9 +242,7 @@ def score_submission(data_root: str, pred_dir: str, registry=None) -> dict:
         except ValueError:
             count_ok = False
         if not count_ok:
-            report.problem(f"{row.where}, field 'num_classes': {count!r} but task {task_id!r} has {expected}; row left out")
-            report.rows_left_out[task_id] += 1
-            exclude(row)
+            leave_out(row, f"{row.where}, field 'num_classes': {count!r} but task {task_id!r} has {expected}")
             continue
         rows_by_task[task_id].append(row)
 
@@ -213,55 +261,20 @@ def score_submission(data_root: str, pred_dir: str, registry=None) -> dict:
     for task_id, rows in rows_by_task.items():
         spec = specs[task_id]
         predictions, references = [], []
+        masks = training_task_type(spec).prediction_file is None  # predicted masks, one file per row
         for row in rows:
-            if training_task_type(spec).prediction_file is None:  # predicted masks, one file per row
-                mask_path = row.cell("mask_path")
-                if not mask_path:
-                    report.problem(f"{row.where}, field 'mask_path': empty; row left out")
-                    report.rows_left_out[task_id] += 1
-                    continue
-                path = mask_output_path(pred_dir, mask_path)
-                expected_masks.add(os.path.normpath(path))
-                if not os.path.exists(path):
-                    report.rows_without_prediction[task_id] += 1
-                    continue
-                reference = _reference(row, spec, data_root, report)
-                if reference is None:
-                    report.rows_left_out[task_id] += 1
-                    continue
-                shown = os.path.relpath(path, pred_dir)
-                try:
-                    predicted = read_predicted_mask(path, shown, report)
-                except (OSError, ValueError) as error:
-                    report.problem(f"{shown}: not readable as an image ({error}); {row.where} not scored")
-                    report.rows_without_prediction[task_id] += 1
-                    continue
-                if predicted.shape != reference.shape:
-                    report.problem(f"{shown}: {predicted.shape[1]}x{predicted.shape[0]} but the ground truth of "
-                                   f"{row.where} is {reference.shape[1]}x{reference.shape[0]} (width x height); "
-                                   "resized by nearest neighbour, as the challenge does")
-                    report.resized_masks[task_id] += 1
-                    predicted = resize_nearest_like_opencv(predicted, *reference.shape)
-                predictions.append(predicted)
-                references.append(reference)
-                continue
-            key = (task_id, row.cells.get("image_path", ""))
-            found = index.get(key)
-            if found is None or found[0] != spec.type:
-                report.rows_without_prediction[task_id] += 1
-                continue
-            kind, position, record = found
-            what = f"{PREDICTION_FILES[kind]}, record {position}"
-            value = _record_value(spec, record, what, report)
-            if value is None:
-                report.records_left_out[PREDICTION_FILES[kind]] += 1
-                report.rows_without_prediction[task_id] += 1
+            found = (_predicted_mask_path(row, task_id, pred_dir, expected_masks, report) if masks
+                     else _recorded_prediction(row, spec, index, report))
+            if found is None:
                 continue
             reference = _reference(row, spec, data_root, report)
             if reference is None:
                 report.rows_left_out[task_id] += 1
                 continue
-            predictions.append(value)
+            predicted = _read_mask_like(found, reference, row, pred_dir, report) if masks else found
+            if predicted is None:
+                continue
+            predictions.append(predicted)
             references.append(reference)
         try:
             results[spec.type][task_id] = _task_result(spec, predictions, references, report)
@@ -366,10 +379,9 @@ def main(argv=None):
         scores = score_submission(args.data, args.predictions)
     except FileNotFoundError as error:
         raise SystemExit(str(error)) from error
-    print(summary_text(scores))
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            json.dump(scores, f, indent=2)
+    from .cli import print_and_write
+
+    print_and_write(summary_text(scores), scores, args.output)
     return scores
 
 

@@ -246,6 +246,7 @@ def train_run(spec: RunSpec, data: StudyData, run_args, training_args, fraction:
     from .data.augment import AugmentConfig, Augmenter
     from .data.collate import ProcessedExamples
     from .evaluate import MAX_BASELINE_EXAMPLES, evaluate_model, examples_by_task
+    from .task_types import fit_heads
     from .train import build_model
     from .trainer import MultiTaskTrainer
     from modeling_m2dino import M2DinoImageProcessor
@@ -262,14 +263,15 @@ def train_run(spec: RunSpec, data: StudyData, run_args, training_args, fraction:
     train_dataset = ProcessedExamples(train_subset, processor, specs, augmenter, seed=spec.seed)
     val_sets = examples_by_task(data.val, spec.tasks, run_args.eval_examples_per_task)
     baseline_sets = examples_by_task(train_subset, spec.tasks, MAX_BASELINE_EXAMPLES)
+    fit_heads(model, specs, baseline_sets)  # as m2dino-train does: a measurement head's statistics
     stopper = EarlyStopping(protocol["eval_every"], protocol["patience"], protocol.get("min_delta", 0.0),
                             score=lambda metrics: validation_score(trainer.last_eval_results))
     training_args.seed = spec.seed
     training_args.max_steps = protocol["max_steps"]
+    training_args.distance_metrics = False  # selection is on the primary metrics (DSC), not on HD
     trainer = MultiTaskTrainer(
         model=model, args=training_args, train_dataset=train_dataset, processor=processor, eval_sets=val_sets,
-        baseline_sets=baseline_sets, sampler_mode=run_args.sampler, task_weighting=run_args.task_weighting,
-        temperature=run_args.temperature, callbacks=[stopper], distance_metrics=False,  # selection is on DSC
+        baseline_sets=baseline_sets, callbacks=[stopper],
     )
     trainer.remove_callback(PrinterCallback)  # a study trains hundreds of models: one line per run is printed instead
     trainer.train()

@@ -39,7 +39,7 @@ from .output_folder import (
     set_aside_previous_checkpoints,
     staged_model_folder,
 )
-from .task_types import training_task_type
+from .task_types import fit_heads
 from .trainer import MultiTaskTrainer, check_resume_tasks
 from .training_args import M2DinoTrainingArguments
 
@@ -72,7 +72,8 @@ class M2DinoRunArguments:
 
 def parse_arguments(argv=None) -> tuple[M2DinoRunArguments, M2DinoTrainingArguments]:
     """The run's own arguments and its `M2DinoTrainingArguments` (every `TrainingArguments` flag, and the
-    sampler's: `--sampler`, `--task_weighting`, `--temperature`), with this command's defaults."""
+    multi-task ones: `--sampler`, `--task_weighting`, `--temperature`, `--distance_metrics`), with this command's
+    defaults."""
     parser = HfArgumentParser((M2DinoRunArguments, M2DinoTrainingArguments))
     parser.set_defaults(sampler="mixed", output_dir="m2dino", report_to="none", remove_unused_columns=False, save_strategy="no",
                         eval_strategy="no", logging_steps=50, learning_rate=1e-3, weight_decay=0.05, warmup_steps=0.05,
@@ -86,8 +87,6 @@ def parse_arguments(argv=None) -> tuple[M2DinoRunArguments, M2DinoTrainingArgume
     for name, value, valid in (("paradigm", run.paradigm, PARADIGMS), ("on_error", run.on_error, ON_ERROR)):
         if value not in valid:
             raise SystemExit(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
-    # Callers written when the sampler settings were run arguments read them there too.
-    run.sampler, run.task_weighting, run.temperature = training.sampler, training.task_weighting, training.temperature
     # Experts and heads a process does not use in a step have no gradient: DDP must look for them. With
     # activation checkpointing that needs the non-reentrant variant.
     training.ddp_find_unused_parameters = True
@@ -176,8 +175,7 @@ def train_one(name, task_ids, run, training, sources, registry, image_size, call
     train_dataset = ProcessedExamples(train_subset, processor, specs, augmenter, seed=training.data_seed or training.seed)
     eval_sets = examples_by_task(eval_source, task_ids, run.eval_examples_per_task)
     baseline_sets = examples_by_task(train_subset, task_ids, MAX_BASELINE_EXAMPLES)
-    for task in specs:  # heads that keep statistics of their training labels (a measurement's mean and std)
-        training_task_type(task).fit_head(model.heads[task.id], task, baseline_sets.get(task.id, []))
+    fit_heads(model, specs, baseline_sets)  # heads that keep statistics of their training labels
     trainer = MultiTaskTrainer(
         model=model, args=training, train_dataset=train_dataset, processor=processor, eval_sets=eval_sets,
         baseline_sets=baseline_sets, callbacks=callbacks,

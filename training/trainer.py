@@ -29,7 +29,7 @@ from .data.collate import EpochTaggedBatchSampler, collate
 from .data.samplers import TaskBatchSampler
 from .evaluate import evaluate_model, flat_metrics
 from .output_folder import file_mode_for, match_permissions
-from .training_args import M2DinoTrainingArguments, with_multitask_settings
+from .training_args import M2DinoTrainingArguments
 
 
 class NonFiniteLossError(RuntimeError):
@@ -76,19 +76,19 @@ class MultiTaskTrainer(Trainer):
     baseline of `baseline_sets`.
 
     The sampler, the task weighting and whether evaluations measure the segmentation surface distances are
-    read from `args`, an `M2DinoTrainingArguments`. A plain `TrainingArguments` gets that class's defaults;
-    the keywords `sampler_mode`, `task_weighting`, `temperature` and `distance_metrics` (the way these
-    settings were given before they were arguments) override `args` in a copy of it."""
+    read from `args`, an `M2DinoTrainingArguments` (its defaults when `args` is not given)."""
 
-    def __init__(self, *args, processor=None, eval_sets=None, baseline_sets=None, sampler_mode=None,
-                 task_weighting=None, temperature=None, distance_metrics=None, **kwargs):
+    def __init__(self, model=None, args: M2DinoTrainingArguments | None = None, *, processor=None, eval_sets=None,
+                 baseline_sets=None, **kwargs):
+        if args is None:
+            args = M2DinoTrainingArguments(output_dir="tmp_trainer")  # as the Trainer does without args
+        if not isinstance(args, M2DinoTrainingArguments):
+            raise TypeError(
+                f"MultiTaskTrainer needs its args as M2DinoTrainingArguments (the sampler and evaluation settings "
+                f"live there), got {type(args).__name__}"
+            )
         kwargs.setdefault("data_collator", collate)
-        super().__init__(*args, **kwargs)
-        given = {"sampler": sampler_mode, "task_weighting": task_weighting, "temperature": temperature,
-                 "distance_metrics": distance_metrics}
-        given = {name: value for name, value in given.items() if value is not None}
-        if given or not isinstance(self.args, M2DinoTrainingArguments):
-            self.args = with_multitask_settings(self.args, given)
+        super().__init__(model, args, **kwargs)
         self.processor = processor
         self.eval_sets = eval_sets or {}
         self.baseline_sets = baseline_sets

@@ -1,7 +1,6 @@
 """`M2DinoTrainingArguments`: `TrainingArguments` with the settings of multi-task batching and evaluation."""
 
-import copy
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
@@ -12,7 +11,7 @@ from .data.samplers import MODES, WEIGHTINGS
 class M2DinoTrainingArguments(TrainingArguments):
     """The `TrainingArguments` of a `MultiTaskTrainer`: every field of transformers' class, plus how batches
     are drawn from the tasks (`data/samplers.py`) and what evaluation measures. `m2dino-train` parses its
-    flags into it (`--sampler`, `--task_weighting`, `--temperature`)."""
+    flags into it (`--sampler`, `--task_weighting`, `--temperature`, `--distance_metrics`)."""
 
     sampler: str = field(
         default="homogeneous",
@@ -31,27 +30,9 @@ class M2DinoTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
-        check_multitask_settings(self)
+        # a sampler or task weighting that `TaskBatchSampler` does not know is refused here, naming the argument
+        for name, valid in (("sampler", MODES), ("task_weighting", WEIGHTINGS)):
+            value = getattr(self, name)
+            if value not in valid:
+                raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
         super().__post_init__()
-
-
-def check_multitask_settings(args) -> None:
-    """Refuse a sampler or a task weighting that `TaskBatchSampler` does not know, naming the argument."""
-    for name, valid in (("sampler", MODES), ("task_weighting", WEIGHTINGS)):
-        value = getattr(args, name)
-        if value not in valid:
-            raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
-
-
-MULTITASK_FIELDS = {f.name: f.default for f in fields(M2DinoTrainingArguments) if f.name not in
-                    {f.name for f in fields(TrainingArguments)}}  # fmt: skip
-
-
-def with_multitask_settings(args: TrainingArguments, settings: dict) -> TrainingArguments:
-    """`args` (any `TrainingArguments`) with the multi-task settings: those in `settings`, else the ones `args`
-    holds, else `M2DinoTrainingArguments`' defaults. A shallow copy: the caller's object stays as it is."""
-    extended = copy.copy(args)
-    for name, default in MULTITASK_FIELDS.items():
-        setattr(extended, name, settings.get(name, getattr(args, name, default)))
-    check_multitask_settings(extended)
-    return extended

@@ -120,12 +120,21 @@ def main(argv=None) -> list[dict]:
         pairs = parse_pairs(args.pairs)
     except ValueError as err:
         parser.error(str(err))
+    rows = transfer_check(pairs, args, extra)
+    print(format_rows(rows), flush=True)
+    return rows
+
+
+def transfer_check(pairs: list[tuple[str, str]], args, extra: list[str]) -> list[dict]:
+    """Trains (or reloads) every task of `pairs` alone and every pair, for each of `args.seeds`, and writes and
+    returns the rows of `summarise` (`transfer_check.json` in `args.output_dir`). `args` holds the command's
+    settings (seeds, scale, image_size, max_steps, batch_size, eval_examples, output_dir); `extra`: flags for
+    `m2dino-train`."""
     models = list(dict.fromkeys([(t,) for pair in pairs for t in pair] + [tuple(pair) for pair in pairs]))
     print(f"plan: {len(models)} models x {len(args.seeds)} seeds ({len(models) * len(args.seeds)} trainings), "
           f"{args.max_steps} steps per task", flush=True)
     scores = {(seed, tasks): train_or_load(list(tasks), seed, args, extra) for seed in args.seeds for tasks in models}
     rows = summarise(scores, pairs, args.seeds)
-    print(format_rows(rows), flush=True)
     with open(os.path.join(args.output_dir, "transfer_check.json"), "w", encoding="utf-8") as f:
         json.dump(rows, f, indent=2)
     return rows

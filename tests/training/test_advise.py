@@ -14,7 +14,8 @@ from conftest import tiny_config
 
 TWINS = ["breast_2cls", "lung_2cls"]  # two binary classification tasks, made identical below
 PROBE = dict(probe_steps=4, lookahead_every=2, lookahead_batch_size=4, batch_size=8, image_size=32, synthetic_scale=0.05)
-PROBE_TASKS = ["breast_2cls", "breast_lesion", "lung_2cls"]
+# the measurement task is one of `EXTRA_TASKS`: the advisor takes any registered task, not only the challenge's 27
+PROBE_TASKS = ["breast_2cls", "breast_lesion", "lung_2cls", "fetal_head_circumference"]
 
 
 def twin_model_and_batch(size=32, per_task=4):
@@ -179,8 +180,8 @@ def test_the_probe_writes_the_groups_file_report_and_heat_map(probe_report):
     out, report, wall = probe_report
     assert report["tasks"] == PROBE_TASKS
     affinity = np.array(report["affinity"])
-    assert affinity.shape == (3, 3) and np.all(np.isfinite(affinity))
-    assert np.array(report["routing_similarity"]).shape == (3, 3)
+    assert affinity.shape == (4, 4) and np.all(np.isfinite(affinity))
+    assert np.array(report["routing_similarity"]).shape == (4, 4)
     assert report["lookahead_steps"] == [2, 4]
     assert 0 < report["lookahead_seconds"] < report["cost_seconds"] <= wall
     assert report["n_train"] == {t: n for t, n in report["n_train"].items() if t in PROBE_TASKS} and all(
@@ -219,8 +220,10 @@ def test_unknown_probe_settings_and_tasks_are_named(tmp_path):
         advise.advise("synthetic", PROBE_TASKS, 0, str(tmp_path), probe_steps=2, lookahead_every=5)
     with pytest.raises(ValueError, match="lookahead_step_scale must be > 0, got 0"):
         advise.advise("synthetic", PROBE_TASKS, 0, str(tmp_path), lookahead_step_scale=0)
-    with pytest.raises(SystemExit, match=r"unknown task\(s\) \['nope'\]"):
+    with pytest.raises(SystemExit, match=r"unknown task\(s\) \['nope'\]; valid: FUGC, .*, fetal_head_circumference"):
         advise.main(["--tasks", "lung", "nope", "--output_dir", str(tmp_path)])
+    with pytest.raises(ValueError, match=r"unknown task\(s\) \['nope'\]"):  # the library function checks, not the CLI
+        advise.advise("synthetic", ["lung", "nope"], 0, str(tmp_path), **PROBE)
 
 
 @pytest.mark.parametrize("router_mode", ["task", "token"])
@@ -247,6 +250,6 @@ def test_routing_similarity_is_a_cosine_matrix_of_the_tasks_in_order(router_mode
 def test_the_groups_file_passes_the_groups_parser_that_m2dino_experiment_shares(probe_report):
     # m2dino-experiment plans its grouped models with train.plan_runs, the parser of m2dino-train --groups.
     _, report, _ = probe_report
-    run = train.M2DinoRunArguments(paradigm="cg", groups=report["groups_file"], tasks=PROBE_TASKS)
-    planned = train.plan_runs(run, PROBE_TASKS, list(m2dino.FMC_UIA_TASKS))
-    assert dict(planned) == report["groups"]
+    from m2dino_training.experiment import models_of
+
+    assert dict(models_of("advised", PROBE_TASKS, report["groups_file"])) == report["groups"]

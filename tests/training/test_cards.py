@@ -107,6 +107,9 @@ def test_folder_data_and_extra_options(tmp_path):
     cards.main([str(tmp_path), "--title", "Renamed"])  # a rerun keeps the options it is not given
     card = ModelCard.load(tmp_path / "README.md")
     assert "# Renamed" in card.text and card.data.model_name == "lab/m2dino-au" and "extra-tag" in card.data.tags
+    cards.update_model_card(str(tmp_path), repo_id="lab/m2dino-v2")  # the library function the command calls
+    card = ModelCard.load(tmp_path / "README.md")
+    assert "# Renamed" in card.text and card.data.model_name == "lab/m2dino-v2" and "extra-tag" in card.data.tags
     with pytest.raises(TypeError, match="unknown card option"):
         cards.write_model_card(str(tmp_path), colour="red")
 

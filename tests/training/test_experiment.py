@@ -373,3 +373,15 @@ def test_a_folder_without_a_test_split_is_reported_on_val_and_says_so(tmp_path, 
                               "--scales", "0.5,1", "--seeds", "1", "--output_dir", str(tmp_path / "s"), *FAST])
     assert set(seen) == {str(folder)} and report["summary"]["settings"]["data"] == str(folder)
     assert sorted({c[3] for c in stand_in.calls}) == [0.5, 1.0]  # a folder's scales are its fractions
+
+
+def test_the_command_prints_what_the_library_function_returns(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(study, "train_run", StandInTraining())
+    args, passthrough = experiment.parse_arguments([*STUDY, "--output_dir", str(tmp_path / "library"), *FAST])
+    report = experiment.run_experiment(args, passthrough)  # trains, writes the files, prints progress only
+    progress = capsys.readouterr().out
+    assert "wrote " not in progress and (tmp_path / "library" / "summary.json").exists()
+    summary = experiment.report_summary(report, str(tmp_path / "library"))
+    assert summary.startswith(f"wrote {tmp_path / 'library'}/runs.csv") and "16 runs, 16 stopped by patience" in summary
+    command = experiment.main([*STUDY, "--output_dir", str(tmp_path / "library"), *FAST])  # every run cached now
+    assert command["rows"] == report["rows"] and capsys.readouterr().out.rstrip().endswith(summary)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_config
@@ -289,3 +290,23 @@ def test_only_the_new_tasks_router_rows_learn_in_token_mode(method, pixels):
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert not [n for n in trainable if ".gate." in n]  # the token gate is shared by every task
     assert all(n.endswith("task_embedding") or f"heads.{NEW_TASK['id']}" in n or "lora_" in n for n in trainable)
+
+
+def test_a_new_measurement_task_gets_its_head_fitted_to_its_training_values(base_dir, tmp_path):
+    # the measurement task of the registry (one of EXTRA_TASKS, drawn by the synthetic suite), new to the base model
+    spec = m2dino.known_task("fetal_head_circumference")
+    task_file = tmp_path / "task.json"
+    task_file.write_text(json.dumps(spec.to_dict()))
+    finetune.main(["--model", base_dir, "--new_task", str(task_file), "--methods", "linear-probe,lora",
+                   "--output_dir", str(tmp_path / "out"), *FAST])
+    saved = m2dino.M2DinoForMultiTask.from_pretrained(str(tmp_path / "out" / "linear-probe" / spec.id))
+    args = finetune.FinetuneArguments(model=base_dir, synthetic_scale=0.05, eval_examples_per_task=4)
+    data = finetune.load_task_data(args, spec.id, [*saved.config.task_specs], seed=3, image_size=32)
+    values = np.stack([example["values"] for example in data.baseline_sets[spec.id]]).astype(np.float64)
+    assert len(values) > 1 and values.std() > 0
+    adapted = adapters.load_adapters(base_dir, str(tmp_path / "out" / "lora"))
+    adapter_head = adapted.base_model.model.heads[spec.id].modules_to_save[spec.id]  # the adapter's own copy
+    for head in (saved.heads[spec.id], adapter_head):
+        torch.testing.assert_close(head.value_mean, torch.as_tensor(values.mean(0), dtype=torch.float32))
+        torch.testing.assert_close(head.value_std, torch.as_tensor(values.std(0), dtype=torch.float32))
+

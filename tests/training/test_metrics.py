@@ -367,3 +367,28 @@ def test_segmentation_without_distances_keeps_the_overlap_figures_and_leaves_out
     assert {k for k in full if "HD" not in k and not k.endswith("_hd")} == set(fast)
     assert fast["DSC"] == full["DSC"]
     np.testing.assert_array_equal(fast["per_sample_dsc"], full["per_sample_dsc"])
+
+
+def test_the_evaluate_module_has_a_configuration_for_every_registered_type():
+    from modeling_m2dino.tasks import EXTRA_TASKS, FMC_UIA_TASKS
+
+    rng = np.random.default_rng(0)
+    tasks = {task.type: task for task in FMC_UIA_TASKS + EXTRA_TASKS}  # the last of each type: 2 segmentation classes, 6 classes
+    assert set(tasks) == set(TRAINING_TASK_TYPES)  # every type has a task to compare with
+    samples = {  # per type: (predictions, references, options) in the module's input form
+        "detection": ([[10, 12, 40, 50], [0, 0, 20, 20]], [[12, 10, 42, 48], [5, 5, 25, 25]], {}),
+        "regression": (rng.uniform(0, 64, (3, 2, 2)).tolist(), rng.uniform(0, 64, (3, 2, 2)).tolist(), {}),
+        "measurement": ([[170.0], [205.0], [180.0]], [[160.0], [210.0], [190.0]],
+                        {"value_names": tasks["measurement"].labels}),
+        "classification": (rng.dirichlet(np.ones(6), size=6).tolist(), [0, 1, 2, 3, 4, 5], {"num_classes": 6}),
+        "segmentation": ([rng.integers(0, 2, (6, 7)) for _ in range(3)], [rng.integers(0, 2, (6, 7)) for _ in range(3)],
+                         {"num_classes": 2}),
+    }
+    for name in TRAINING_TASK_TYPES:
+        predictions, references, options = samples[name]
+        computed = M.load_challenge_metric(name).compute(predictions=predictions, references=references, **options)
+        kind = TRAINING_TASK_TYPES[name]
+        expected = M.task_metrics(tasks[name], kind.stack([np.asarray(p, np.float64) for p in predictions]),
+                                  kind.stack([np.asarray(r) for r in references]))
+        primary = kind.primary_metric
+        assert computed[primary] == pytest.approx(expected[primary]), name

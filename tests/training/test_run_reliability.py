@@ -19,6 +19,7 @@ from conftest import tiny_config
 from m2dino_training import output_folder, train
 from m2dino_training.output_folder import LOCK_NAME, OutputFolderBusyError, OutputFolderLock
 from m2dino_training.trainer import MultiTaskTrainer, check_resume_tasks
+from m2dino_training.training_args import M2DinoTrainingArguments
 
 FAST = ["--preset", "tiny", "--image_size", "32", "--synthetic_scale", "0.02", "--per_device_train_batch_size", "8",
         "--dataloader_num_workers", "0", "--eval_examples_per_task", "4", "--logging_steps", "1", "--disable_tqdm", "true"]
@@ -313,9 +314,7 @@ def test_resume_with_other_tasks_is_refused_before_any_weight_is_loaded(tmp_path
         check_resume_tasks(str(checkpoint), [saved[0], dict(saved[1], num_classes=5)])
     # The Trainer's own path (resume_from_checkpoint=True picks the last checkpoint) checks first as well.
     model = m2dino.M2DinoForMultiTask(tiny_config())
-    from transformers import TrainingArguments
-
-    trainer = MultiTaskTrainer(model=model, args=TrainingArguments(output_dir=str(out), use_cpu=True, report_to="none"))
+    trainer = MultiTaskTrainer(model=model, args=M2DinoTrainingArguments(output_dir=str(out), use_cpu=True, report_to="none"))
     with pytest.raises(ValueError, match=rf"cannot resume from {out / 'checkpoint-2'}: .*tasks only in this run: \['cervix_multi'"):
         trainer.train(resume_from_checkpoint=True)
     assert loads == []

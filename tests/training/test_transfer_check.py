@@ -52,3 +52,19 @@ def test_a_saved_model_is_not_trained_again(tmp_path, monkeypatch):
     assert transfer_check.train_or_load(["breast_2cls"], 1, args, []) == {"breast_2cls": (0.7, "classification")}
     with pytest.raises(AssertionError, match="trained again"):
         transfer_check.train_or_load(["breast_2cls"], 2, args, [])
+
+
+def test_the_check_trains_every_task_alone_and_every_pair_per_seed_and_writes_its_rows(tmp_path, monkeypatch, capsys):
+    trained = []
+
+    def stand_in(tasks, seed, args, extra):
+        trained.append((tuple(tasks), seed))
+        return {task: (0.5 + 0.1 * (len(tasks) - 1) + 0.01 * seed, "classification") for task in tasks}
+
+    monkeypatch.setattr(transfer_check, "train_or_load", stand_in)
+    args = transfer_check.argparse.Namespace(output_dir=str(tmp_path), seeds=[0, 1], max_steps=5)
+    rows = transfer_check.transfer_check([("a", "b")], args, ["--preset", "tiny"])
+    assert sorted(trained) == sorted((tasks, seed) for seed in (0, 1) for tasks in (("a",), ("b",), ("a", "b")))
+    assert [(r["task"], r["difference"]) for r in rows] == [("a", pytest.approx(0.1)), ("b", pytest.approx(0.1))]
+    assert json.loads((tmp_path / "transfer_check.json").read_text())[0]["pair"] == "a+b"
+    assert "plan: 3 models x 2 seeds (6 trainings)" in capsys.readouterr().out

@@ -46,8 +46,15 @@ def training_task_type(task) -> type[TrainingTaskType]:
         raise ValueError(error.args[0]) from None
 
 
+def fit_heads(model, tasks, train_examples: dict):
+    """Sets what each new head of `model` keeps of its task's training labels (`TrainingTaskType.fit_head`, e.g. a
+    measurement's mean and standard deviation), from `train_examples` (task id -> example dicts), before training."""
+    for task in tasks:
+        training_task_type(task).fit_head(model.heads[task.id], task, train_examples.get(task.id, []))
+
+
 for _module in pkgutil.iter_modules(__path__):
     if _module.name != "base":
         importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["TRAINING_TASK_TYPES", "TrainingTaskType", "TrainingTaskTypeRegistry", "training_task_type"]
+__all__ = ["TRAINING_TASK_TYPES", "TrainingTaskType", "TrainingTaskTypeRegistry", "fit_heads", "training_task_type"]

@@ -77,6 +77,17 @@ class TrainingTaskType:
         raise NotImplementedError
 
     @staticmethod
+    def metric_features(datasets) -> dict:
+        """The inputs of one sample in the `evaluate` module (`metrics_modules/fmc_uia.py`), `predictions` and
+        `references` -> `datasets` feature."""
+        raise NotImplementedError
+
+    @staticmethod
+    def metric_values(predictions, references, **options) -> dict:
+        """The task's metrics from the `evaluate` module's inputs (one sample per row, original-image pixels)."""
+        raise NotImplementedError
+
+    @staticmethod
     def baseline(task, train_references, eval_references, train_sizes=None, eval_sizes=None):
         """Label-only predictions for `eval_references`, fitted on `train_references` alone."""
         raise NotImplementedError

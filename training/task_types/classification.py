@@ -32,6 +32,17 @@ class ClassificationTraining(TrainingTaskType):
         return challenge.classification_metrics(predictions, references, task.num_classes, class_names=task.labels)
 
     @staticmethod
+    def metric_features(datasets) -> dict:
+        return {"predictions": datasets.Sequence(datasets.Value("float64")), "references": datasets.Value("int64")}
+
+    @classmethod
+    def metric_values(cls, predictions, references, num_classes=None) -> dict:
+        """Predictions: class probabilities (C,); references: class indices."""
+        if num_classes is None:
+            raise ValueError(f"{cls.name()}: pass num_classes")
+        return challenge.classification_metrics(np.asarray(predictions, np.float64), np.asarray(references), num_classes)
+
+    @staticmethod
     def baseline(task, train_references, eval_references, train_sizes=None, eval_sizes=None):
         """The training class frequencies as every sample's probabilities (N, C): argmax = the majority class (its
         accuracy), constant scores give AUC 0.5."""

@@ -38,6 +38,17 @@ class DetectionTraining(TrainingTaskType):
         return challenge.detection_metrics(boxes, scores, references)
 
     @staticmethod
+    def metric_features(datasets) -> dict:
+        box = datasets.Sequence(datasets.Value("float64"))
+        return {"predictions": box, "references": box}
+
+    @staticmethod
+    def metric_values(predictions, references) -> dict:
+        """Predictions: the top predicted box [x_min, y_min, x_max, y_max]; references: the ground-truth box."""
+        return challenge.detection_metrics([np.asarray(p, np.float64)[None] for p in predictions], None,
+                                           [np.asarray(r, np.float64) for r in references])
+
+    @staticmethod
     def baseline(task, train_references, eval_references, train_sizes=None, eval_sizes=None):
         """The mean training box in normalised coordinates (divided by W, H) scaled to each eval image:
         [{"boxes": (1, 4), "scores": (1,)}]. Needs train_sizes and eval_sizes (H, W)."""

@@ -78,6 +78,17 @@ class MeasurementTraining(TrainingTaskType):
     def metrics(task, predictions, references, image_sizes=None, distances: bool = True) -> dict:
         return measurement_metrics(predictions, references, task.labels)
 
+    @staticmethod
+    def metric_features(datasets) -> dict:
+        values = datasets.Sequence(datasets.Value("float64"))
+        return {"predictions": values, "references": values}
+
+    @staticmethod
+    def metric_values(predictions, references, value_names=None) -> dict:
+        """The values (V,) of each image; `value_names` name them in the figures (default value_1, value_2, ...)."""
+        count = len(references[0]) if len(references) else 0
+        return measurement_metrics(predictions, references, value_names or [f"value_{k + 1}" for k in range(count)])
+
     @classmethod
     def score_without_baseline(cls, value: float, metrics, image_diagonal: float | None) -> float:
         """1 - NMAE: the error relative to the size of the values."""

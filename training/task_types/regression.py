@@ -33,6 +33,17 @@ class RegressionTraining(TrainingTaskType):
     def metrics(task, predictions, references, image_sizes=None, distances: bool = True) -> dict:
         return challenge.regression_metrics(predictions, references, point_names=task.labels, image_sizes=image_sizes)
 
+    @staticmethod
+    def metric_features(datasets) -> dict:
+        points = datasets.Sequence(datasets.Sequence(datasets.Value("float64")))
+        return {"predictions": points, "references": points}
+
+    @staticmethod
+    def metric_values(predictions, references) -> dict:
+        """Points [[x, y], ...] in original-image pixels."""
+        return challenge.regression_metrics([np.asarray(p, np.float64) for p in predictions],
+                                            [np.asarray(r, np.float64) for r in references])
+
     @classmethod
     def score_without_baseline(cls, value: float, metrics, image_diagonal: float | None) -> float:
         """1 - MRE / image diagonal, or 1 - NMRE when the metrics hold it."""

@@ -36,6 +36,19 @@ class SegmentationTraining(TrainingTaskType):
                                               distances=distances)
 
     @staticmethod
+    def metric_features(datasets) -> dict:
+        mask = datasets.Sequence(datasets.Sequence(datasets.Value("int64")))
+        return {"predictions": mask, "references": mask}
+
+    @classmethod
+    def metric_values(cls, predictions, references, num_classes=None) -> dict:
+        """(H, W) class-index masks; `num_classes` counts the background."""
+        if num_classes is None:
+            raise ValueError(f"{cls.name()}: pass num_classes (background included)")
+        return challenge.segmentation_metrics([np.asarray(p) for p in predictions], [np.asarray(r) for r in references],
+                                              num_classes)
+
+    @staticmethod
     def baseline(task, train_references, eval_references, train_sizes=None, eval_sizes=None):
         """The better, by mean foreground Dice on the TRAINING masks, of the all-background mask and the per-pixel
         majority mask (training masks resized to a 128x128 normalised grid, per-pixel most frequent class, resized
