@@ -24,12 +24,15 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint, seed_worker
+from transformers.utils import logging
 
 from .data.collate import EpochTaggedBatchSampler, collate
 from .data.samplers import TaskBatchSampler
 from .evaluate import evaluate_model, flat_metrics
 from .output_folder import file_mode_for, match_permissions
 from .training_args import M2DinoTrainingArguments
+
+logger = logging.get_logger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -76,17 +79,19 @@ class MultiTaskTrainer(Trainer):
     baseline of `baseline_sets`.
 
     The sampler, the task weighting and whether evaluations measure the segmentation surface distances are
-    read from `args`, an `M2DinoTrainingArguments` (its defaults when `args` is not given)."""
+    read from `args`, an `M2DinoTrainingArguments` (a plain `TrainingArguments` is converted, with those
+    settings at their defaults, logged)."""
 
     def __init__(self, model=None, args: M2DinoTrainingArguments | None = None, *, processor=None, eval_sets=None,
                  baseline_sets=None, **kwargs):
         if args is None:
             args = M2DinoTrainingArguments(output_dir="tmp_trainer")  # as the Trainer does without args
         if not isinstance(args, M2DinoTrainingArguments):
-            raise TypeError(
-                f"MultiTaskTrainer needs its args as M2DinoTrainingArguments (the sampler and evaluation settings "
-                f"live there), got {type(args).__name__}"
-            )
+            # a script written for the Trainer passes plain TrainingArguments: keep them, say which settings default
+            args = M2DinoTrainingArguments.from_training_arguments(args)
+            logger.info("MultiTaskTrainer: plain TrainingArguments given; sampler=%s, task_weighting=%s, "
+                        "temperature=%s, distance_metrics=%s (M2DinoTrainingArguments' defaults)", args.sampler,
+                        args.task_weighting, args.temperature, args.distance_metrics)
         kwargs.setdefault("data_collator", collate)
         super().__init__(model, args, **kwargs)
         self.processor = processor

@@ -1,6 +1,6 @@
 """`M2DinoTrainingArguments`: `TrainingArguments` with the settings of multi-task batching and evaluation."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from transformers import TrainingArguments
 
@@ -36,3 +36,9 @@ class M2DinoTrainingArguments(TrainingArguments):
             if value not in valid:
                 raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
         super().__post_init__()
+
+    @classmethod
+    def from_training_arguments(cls, args: TrainingArguments) -> "M2DinoTrainingArguments":
+        """A plain `TrainingArguments` (from a script written for the Trainer) with every field kept and the
+        multi-task settings at their defaults."""
+        return cls(**{f.name: getattr(args, f.name) for f in fields(args) if f.init})

@@ -1,4 +1,4 @@
-"""MultiTaskTrainer reads the sampler and evaluation settings from its `M2DinoTrainingArguments`, and only there."""
+"""MultiTaskTrainer reads the sampler and evaluation settings from its `M2DinoTrainingArguments` (plain `TrainingArguments` are converted)."""
 
 import pytest
 from conftest import tiny_config
@@ -58,11 +58,16 @@ def test_trainer_reads_the_evaluation_setting_from_args(tmp_path, monkeypatch):
     assert recorded == [False, True]
 
 
-def test_trainer_takes_its_settings_only_from_m2dino_training_arguments(tmp_path, monkeypatch):
+def test_trainer_takes_its_settings_from_m2dino_training_arguments_and_converts_plain_ones(tmp_path, monkeypatch):
     model = m2dino.M2DinoForMultiTask(tiny_config())
-    plain = TrainingArguments(str(tmp_path), use_cpu=True, report_to="none")
-    with pytest.raises(TypeError, match="MultiTaskTrainer needs its args as M2DinoTrainingArguments.*got TrainingArguments"):
-        MultiTaskTrainer(model=model, args=plain)
+    # a script written for the Trainer passes plain TrainingArguments: every field is kept, the settings default
+    plain = TrainingArguments(str(tmp_path), use_cpu=True, report_to="none", max_steps=7, learning_rate=3e-4,
+                              lr_scheduler_type="cosine", logging_steps=3)
+    converted = MultiTaskTrainer(model=model, args=plain).args
+    assert isinstance(converted, M2DinoTrainingArguments)
+    assert {name: getattr(converted, name) for name in plain.to_dict()} == {
+        name: getattr(plain, name) for name in plain.to_dict()}
+    assert converted.sampler == "homogeneous" and converted.distance_metrics is True
     args = M2DinoTrainingArguments(str(tmp_path), use_cpu=True, report_to="none")
     with pytest.raises(TypeError, match="sampler_mode"):  # the settings are arguments fields, not trainer keywords
         MultiTaskTrainer(model=model, args=args, sampler_mode="mixed")
