@@ -5,6 +5,8 @@ import math
 
 import pytest
 
+from modeling_m2dino import FMC_UIA_TASKS
+
 from m2dino_training import transfer_check
 from m2dino_training.data.synthetic import TRANSFER_PAIRS
 
@@ -13,6 +15,13 @@ def test_pairs_by_name_or_tasks():
     assert transfer_check.parse_pairs(["conflicting", "cervix:FUGC"]) == [TRANSFER_PAIRS["conflicting"], ("cervix", "FUGC")]
     with pytest.raises(ValueError, match="neither a pair name"):
         transfer_check.parse_pairs(["cervix"])
+
+
+def test_every_named_pair_is_two_different_challenge_tasks():
+    challenge = {task.id for task in FMC_UIA_TASKS}
+    assert {"consistent", "conflicting"} <= set(TRANSFER_PAIRS)
+    for name, pair in TRANSFER_PAIRS.items():
+        assert len(pair) == 2 and pair[0] != pair[1] and set(pair) <= challenge, name
 
 
 def test_interval_over_seeds():

@@ -52,12 +52,12 @@ CLASS_WEIGHTS = {
     "liver_lesion_2cls": (3, 2), "organ_cls": (3, 2, 1, 1, 1, 1),
 }
 
-# Task pairs whose cues relate by construction (docs/synthetic.md, "Transfer by design"): one with shared,
-# consistent cues (positive transfer expected), one whose shared-looking cue means opposite things
-# (negative transfer possible). `python -m m2dino_training.transfer_check` trains them alone and together.
+# Task pairs whose transfer is measured (docs/synthetic.md, "Transfer by design"); `python -m
+# m2dino_training.transfer_check` trains them alone and together.
 TRANSFER_PAIRS = {
     "consistent": ("breast_2cls", "breast_3cls"),  # one breast scene; malignant = bright, irregular in both
-    "conflicting": ("breast_2cls", "liver_lesion_2cls"),  # bright, irregular = malignant in breast, benign in liver
+    "conflicting": ("breast_3cls", "cardiac_multi"),  # nothing shared, and a dense task that keeps the encoder busy
+    "opposite_meaning": ("breast_2cls", "liver_lesion_2cls"),  # bright, irregular = malignant in breast, benign in liver
 }
 
 

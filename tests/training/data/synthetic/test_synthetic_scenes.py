@@ -46,16 +46,16 @@ def contrast_by_class(suite, task):
 
 def test_transfer_pairs_share_or_oppose_the_lesion_cue():
     """The consistent pair: malignant lesions are brighter than their surroundings in both tasks, benign ones
-    darker. The conflicting pair: the same cue with the opposite meaning in its second task."""
+    darker. The opposite-meaning pair: the same cue with the opposite meaning in its second task."""
     suite = SyntheticUltrasoundSuite(scale=0.1, image_size=64, seed=3)
     first, second = TRANSFER_PAIRS["consistent"]
-    assert TRANSFER_PAIRS["conflicting"][0] == first
-    conflicting = TRANSFER_PAIRS["conflicting"][1]
+    assert TRANSFER_PAIRS["opposite_meaning"][0] == first
+    opposite = TRANSFER_PAIRS["opposite_meaning"][1]
     for task in (first, second):
         contrast = contrast_by_class(suite, task)
         assert min(contrast["malignant"]) > 20 and max(contrast["benign"]) < -20, (task, contrast)
-    contrast = contrast_by_class(suite, conflicting)
-    assert max(contrast["malignant"]) < -10 and min(contrast["benign"]) > 20, (conflicting, contrast)
+    contrast = contrast_by_class(suite, opposite)
+    assert max(contrast["malignant"]) < -10 and min(contrast["benign"]) > 20, (opposite, contrast)
     # The probe only reads a part's mask: the example's image is the one the suite yields.
     assert np.array_equal(suite._draw(next(t for t in FMC_UIA_TASKS if t.id == first), "train", 2, {"lesion": 1})[3],
                           suite.example(first, "train", 2)["image"])
