@@ -3,8 +3,8 @@
     python -m m2dino_training.transfer_check --pairs consistent conflicting opposite_meaning
 
 The defaults (five seeds, the suite at scale 0.5, 200 steps per task, batch 16) are those of the measurement in
-docs/synthetic.md: long enough that the breast tasks stop improving alone, small enough to run in about half
-an hour on 2 cores.
+docs/synthetic.md: long enough that the breast tasks are well trained alone, short enough for the 35
+trainings of the three pairs to take about half an hour on 2 cores.
 
 For every seed, every task of the pairs is trained alone (task-specific, TS) and every pair is trained as
 one two-task model; each model is scored on `--eval_examples` held-out (test) images per task. The pair
