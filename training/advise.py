@@ -357,7 +357,7 @@ def advise(data: str, tasks: list[str] | None, seed: int, output_dir: str, **pro
     from . import train
     from .data.augment import Augmenter, AugmentConfig
     from .evaluate import MAX_BASELINE_EXAMPLES, examples_by_task
-    from .task_types import fit_heads
+    from .task_types import fit_heads, training_task_type
     from .trainer import MultiTaskTrainer
     from .training_args import M2DinoTrainingArguments
 
@@ -381,7 +381,8 @@ def advise(data: str, tasks: list[str] | None, seed: int, output_dir: str, **pro
 
     set_seed(seed)
     model = train.build_model(run, specs, image_size)
-    fit_heads(model, specs, examples_by_task(subset, task_ids, MAX_BASELINE_EXAMPLES))  # as m2dino-train does
+    fitted = [spec.id for spec in specs if training_task_type(spec).fits_head]  # decode examples only for these
+    fit_heads(model, specs, examples_by_task(subset, fitted, MAX_BASELINE_EXAMPLES))  # as m2dino-train does
     processor = M2DinoImageProcessor.from_config(model.config)
     augmenter = Augmenter(AugmentConfig(), registry=registry) if settings.augment else None
     train_dataset = ProcessedExamples(subset, processor, specs, augmenter, seed=seed)

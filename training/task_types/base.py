@@ -102,6 +102,8 @@ class TrainingTaskType:
         """A lower-is-better primary metric as a [0, 1] score when no baseline figure is given."""
         raise ValueError(f"a {cls.name()} score needs baseline_metrics to be normalised")
 
+    fits_head = False  # True where `fit_head` reads training examples (callers decode them only then)
+
     @staticmethod
     def fit_head(head, task, train_examples: list[dict]):
         """Sets what a new head keeps of its training labels (before training; a resumed run reloads it)."""

@@ -100,6 +100,8 @@ class MeasurementTraining(TrainingTaskType):
         mean = np.asarray(train_references, np.float64).reshape(len(train_references), -1).mean(0)
         return [mean.copy() for _ in eval_references]
 
+    fits_head = True
+
     @staticmethod
     def fit_head(head, task, train_examples: list[dict]):
         """The head's standardisation: the training values' mean and standard deviation."""
