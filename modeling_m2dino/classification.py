@@ -9,7 +9,7 @@ from torch.nn import functional as F
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from .feature_fusion import PooledFeaturesHead
-from .task_type_base import PADDING_VALUE, TaskType
+from .task_type_base import PADDING_VALUE, TaskType, has_values_outside
 
 
 @dataclass
@@ -76,7 +76,7 @@ class ClassificationType(TaskType):
             raise ValueError(
                 f"task {task.id!r} (classification): labels must be a LongTensor of shape ({batch_size},), got {shape}"
             )
-        if labels.numel() and (labels.min() < 0 or labels.max() >= task.num_classes):
+        if has_values_outside(labels, 0, task.num_classes - 1):
             raise ValueError(
                 f"task {task.id!r} (classification): class labels must lie in 0..{task.num_classes - 1}, "
                 f"found {labels.min().item()}..{labels.max().item()}"

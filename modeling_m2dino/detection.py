@@ -16,7 +16,7 @@ from torch.nn import functional as F
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from .task_type_base import PADDING_VALUE, TaskType
+from .task_type_base import PADDING_VALUE, TaskType, has_values_outside
 
 CLASS_COST, L1_COST, GIOU_COST = 1.0, 5.0, 2.0
 NO_OBJECT_WEIGHT = 0.1
@@ -208,9 +208,9 @@ class DetectionType(TaskType):
                     f"task {task.id!r} (detection): label {i} boxes must be (n, 4) with n class labels, "
                     f"got boxes {tuple(boxes.shape)} and {classes.shape[0]} labels"
                 )
-            if classes.numel() and (classes.min() < 0 or classes.max() >= task.num_classes):
+            if has_values_outside(classes, 0, task.num_classes - 1):
                 raise ValueError(f"task {task.id!r} (detection): label {i} class labels must lie in 0..{task.num_classes - 1}")
-            if not torch.isfinite(boxes).all() or (boxes < 0).any() or (boxes > 1).any() or (boxes[:, 2:] <= 0).any():
+            if has_values_outside(boxes, 0, 1) or (boxes[:, 2:] <= 0).any():
                 raise ValueError(
                     f"task {task.id!r} (detection): label {i} boxes must be normalised (cx, cy, w, h) in [0, 1] "
                     f"with positive size, got {boxes.tolist()}"

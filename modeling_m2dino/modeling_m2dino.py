@@ -38,7 +38,7 @@ from .per_sample import per_sample_predictions, prediction_layout, unbatch_label
 from .regression import RegressionType
 from .remote_code import write_remote_code
 from .segmentation import SegmentationType
-from .task_types import TASK_TYPES
+from .task_types import TASK_TYPES, has_values_outside
 from .upcycling import backbone_fields, read_dinov3_checkpoint, upcycled_state
 
 # Type name -> its `TaskType` (the registry of `task_types.py`; the name is kept for code that imported it).
@@ -161,7 +161,8 @@ class M2DinoPreTrainedModel(DINOv3ViTPreTrainedModel):
         if tasks is not None and task_ids is not None:
             raise ValueError("pass either `tasks` (task id strings) or `task_ids` (indices), not both")
         task_index = self.config.task_index
-        if task_ids is None:
+        given = task_ids is not None
+        if not given:
             names = [self.config.default_task] if tasks is None else [tasks] if isinstance(tasks, str) else list(tasks)
             unknown = sorted({n for n in names if n not in task_index})
             if unknown:
@@ -174,8 +175,9 @@ class M2DinoPreTrainedModel(DINOv3ViTPreTrainedModel):
             task_ids = task_ids.expand(batch_size)
         if task_ids.shape != (batch_size,) or task_ids.is_floating_point():
             raise ValueError(f"expected {batch_size} task ids (one per image), got shape {tuple(task_ids.shape)}")
-        # Checks that branch on tensor values would break a torch.compile graph: eager only.
-        if not torch.compiler.is_compiling() and task_ids.numel() and (task_ids.min() < 0 or task_ids.max() >= len(task_index)):
+        # Ids built from checked names need no range check. A check that branches on tensor values reads them back
+        # from the device and would break a torch.compile graph: given ids only, in eager mode, in one read.
+        if given and not torch.compiler.is_compiling() and has_values_outside(task_ids, 0, len(task_index) - 1):
             raise ValueError(f"task_ids must lie in 0..{len(task_index) - 1}, got {task_ids.tolist()}")
         return task_ids.long()
 

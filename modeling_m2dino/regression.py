@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from transformers.utils import ModelOutput
 
 from .feature_fusion import MultiLevelFusionHead, conv_block
-from .task_type_base import PADDING_VALUE, TaskType
+from .task_type_base import PADDING_VALUE, TaskType, has_values_outside
 
 
 @dataclass
@@ -126,7 +126,7 @@ class RegressionType(TaskType):
         if not torch.is_tensor(labels) or labels.shape != expected:
             shape = tuple(labels.shape) if torch.is_tensor(labels) else type(labels).__name__
             raise ValueError(f"task {task.id!r} (regression): labels must be a FloatTensor of shape {expected}, got {shape}")
-        if not torch.isfinite(labels).all() or (labels < 0).any() or (labels > 1).any():
+        if has_values_outside(labels, 0, 1):
             raise ValueError(
                 f"task {task.id!r} (regression): points must be finite, normalised (x, y) in [0, 1] of the processed image"
             )

@@ -9,7 +9,7 @@ from torch.nn import functional as F
 from transformers.modeling_outputs import SemanticSegmenterOutput
 
 from .feature_fusion import MultiLevelFusionHead, conv_block
-from .task_type_base import PADDING_VALUE, TaskType
+from .task_type_base import PADDING_VALUE, TaskType, has_values_outside
 
 
 @dataclass
@@ -86,7 +86,7 @@ class SegmentationType(TaskType):
             )
         if labels.is_floating_point():
             raise ValueError(f"task {task.id!r} (segmentation): mask labels must hold integer class indices")
-        if labels.numel() and (labels.min() < 0 or labels.max() >= task.num_classes):
+        if has_values_outside(labels, 0, task.num_classes - 1):
             raise ValueError(
                 f"task {task.id!r} (segmentation): mask values must lie in 0..{task.num_classes - 1}, "
                 f"found {labels.min().item()}..{labels.max().item()}"

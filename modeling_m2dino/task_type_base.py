@@ -19,6 +19,13 @@ import torch
 PADDING_VALUE = -100
 
 
+def has_values_outside(values: torch.Tensor, low: float, high: float) -> bool:
+    """Whether any of `values` is not finite or lies outside [low, high], in one read back from the device (a label
+    or task-id check that branches on values costs a host sync; one per check, not one per condition)."""
+    return bool((~torch.isfinite(values) | (values < low) | (values > high)).any())
+
+
+
 class TaskType:
     """Everything that is specific to one task type on the model side. Subclasses set the class attributes and
     implement the static methods; instances are never made.
@@ -186,4 +193,4 @@ class TaskTypeRegistry(Mapping):
 TASK_TYPES = TaskTypeRegistry()
 
 
-__all__ = ["PADDING_VALUE", "TASK_TYPES", "TaskType", "TaskTypeRegistry"]
+__all__ = ["PADDING_VALUE", "TASK_TYPES", "TaskType", "TaskTypeRegistry", "has_values_outside"]

@@ -4,7 +4,7 @@ types loaded. The abstraction itself is in `task_type_base.py`; one module per t
 layout and post-processing. A type named `x` is the module `x.py`, found by the registry when first named.
 """
 
-from .task_type_base import PADDING_VALUE, TASK_TYPES, TaskType, TaskTypeRegistry
+from .task_type_base import PADDING_VALUE, TASK_TYPES, TaskType, TaskTypeRegistry, has_values_outside
 
 # The challenge's types, loaded with the package (a saved folder's copy of this module imports every type by name).
 from .classification import ClassificationType  # noqa: F401
@@ -18,4 +18,4 @@ def task_type_of(task) -> type[TaskType]:
     return TASK_TYPES[task if isinstance(task, str) else task.type]
 
 
-__all__ = ["PADDING_VALUE", "TASK_TYPES", "TaskType", "TaskTypeRegistry", "task_type_of"]
+__all__ = ["PADDING_VALUE", "TASK_TYPES", "TaskType", "TaskTypeRegistry", "has_values_outside", "task_type_of"]
