@@ -124,7 +124,7 @@ def evaluate_task(model, processor, task, eval_examples, train_examples=None, ba
                                           image_sizes=sizes, distances=distances)
         key = kind.per_sample_key
         mean, lower, upper = challenge.bootstrap_difference_ci(
-            model_metrics[key], baseline[key], higher_is_better=kind.per_sample_higher_is_better(), seed=seed
+            model_metrics[key], baseline[key], higher_is_better=kind.higher_is_better, seed=seed
         )
         result["baseline"] = scalars(baseline)
         result["difference"] = {"per_sample": key, "mean": mean, "ci95_lower": lower, "ci95_upper": upper}

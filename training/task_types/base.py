@@ -15,8 +15,7 @@ class TrainingTaskType:
     Attributes:
         model_type: the model side's `TaskType`.
         primary_metric: the metric checkpoints are selected on; `higher_is_better` its direction.
-        per_sample_key: the per-sample score the bootstrap CI resamples; `per_sample_higher_is_better` its
-            direction (the primary metric's unless said otherwise).
+        per_sample_key: the per-sample score the bootstrap CI resamples, in the primary metric's direction.
         challenge_figures: the figures the challenge reports (and averages per type), in its order;
             `extra_figures` the ones `m2dino-score` and `m2dino-evaluate` report beside them.
         prediction_file: the submission JSON of this type's records; None when predictions are mask files.
@@ -64,10 +63,6 @@ class TrainingTaskType:
     @classmethod
     def name(cls) -> str:
         return cls.model_type.name
-
-    @classmethod
-    def per_sample_higher_is_better(cls) -> bool:
-        return cls.higher_is_better
 
     # ---- metrics -----------------------------------------------------------------------------------------------
 
