@@ -19,7 +19,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from modeling_m2dino.tasks import TaskSpec
 
-from .task_types import TRAINING_TASK_TYPES
+from .task_types import TRAINING_TASK_TYPES, training_task_type
 
 # Task types as the hub names them (for pipeline_tag and model-index task types), and the Auto class a user loads
 # for the default task's type: each type's `pipeline_tag` and `auto_class`.
@@ -164,10 +164,9 @@ def licence(config: dict, base_model_dir: str | None = None) -> tuple[dict, str]
 def _task_rows(config: dict) -> list[dict]:
     rows = []
     for task in config.get("tasks") or []:
-        kind = TRAINING_TASK_TYPES.get(task.get("type"))
-        if kind is None:
-            raise ValueError(f"task {task.get('id')!r}: unknown type {task.get('type')!r}; known types: {', '.join(TRAINING_TASK_TYPES)}")
-        count = kind.model_type.count(TaskSpec.from_dict(task))
+        spec = TaskSpec.from_dict(task)  # a type it does not know is a ValueError naming the task
+        kind = training_task_type(spec)
+        count = kind.model_type.count(spec)
         singular, plural = kind.count_nouns
         unit = singular if count == 1 else plural
         rows.append({"id": task["id"], "type": task["type"], "group": task.get("group", "other"), "count": f"{count} {unit}"})
