@@ -224,11 +224,10 @@ def stored_label_features() -> dict:
     return {name: feature(datasets) for kind in TRAINING_TASK_TYPES.values() for name, feature in kind.stored_columns.items()}
 
 
-def label_checks():
-    """The checks a task type's label hooks use (`check_in_image`, `check_folder_labels`)."""
-    return SimpleNamespace(read_mask=read_mask, mask_problem=mask_problem, box_problem=box_problem,
-                           point_problem=point_problem, class_problem=class_problem, pixel_digest=pixel_digest,
-                           RowProblem=RowProblem)
+# The checks a task type's label hooks use (`check_in_image`, `check_folder_labels`).
+LABEL_CHECKS = SimpleNamespace(read_mask=read_mask, mask_problem=mask_problem, box_problem=box_problem,
+                               point_problem=point_problem, class_problem=class_problem, pixel_digest=pixel_digest,
+                               RowProblem=RowProblem)
 
 
 def decode_label_arrays(batch: dict) -> dict:

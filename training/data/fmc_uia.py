@@ -58,6 +58,7 @@ from modeling_m2dino.tasks import TaskSpec
 
 from ..task_types import training_task_type
 from .checks import (
+    LABEL_CHECKS,
     MAX_REPORTED_PROBLEMS,
     DataError,
     RowProblem,
@@ -67,7 +68,6 @@ from .checks import (
     decode_in_full,
     decode_label_arrays,
     image_header,
-    label_checks,
     read_mask,
     registry_by_id,
     stored_column,  # noqa: F401  (public here before the checks had a module of their own)
@@ -453,7 +453,7 @@ def _check_row(row: _Row, by_id: dict[str, TaskSpec], dicom_frame, require_label
         except Exception as error:
             raise RowProblem("image_path", f"cannot decode image {image_path}: {error or type(error).__name__}") from None
         if require_labels:
-            row.label_digest = training_task_type(spec).check_in_image(values, spec, width, height, label_checks())
+            row.label_digest = training_task_type(spec).check_in_image(values, spec, width, height, LABEL_CHECKS)
         row.values = dict(values, task=task, image_path=image_path, bits_stored=bits, source=row.source,
                           csv_image_path=row.cells["image_path"], csv_mask_path=row.cells.get("mask_path") or None)
     except RowProblem as problem:

@@ -27,6 +27,7 @@ from PIL import Image
 from ..task_types import TRAINING_TASK_TYPES, training_task_type
 from .checks import (
     IMAGE_MODES,
+    LABEL_CHECKS,
     MAX_REPORTED_PROBLEMS,
     WIDE_MODES,
     DataError,
@@ -35,7 +36,6 @@ from .checks import (
     decode_image,
     decode_label_arrays,
     image_header,
-    label_checks,
     mask_to_array,
     pixel_digest,
     read_mask,
@@ -126,6 +126,10 @@ def _matrix(value, columns: int, field: str) -> np.ndarray:
     return array
 
 
+# The label checks a type's `check_folder_labels` uses: the shared ones and the readers of stored columns.
+FOLDER_LABEL_CHECKS = SimpleNamespace(**vars(LABEL_CHECKS), stored_mask=_stored_mask, matrix=_matrix)
+
+
 # ------------------------------------------------------------------------------------------------------
 # Checking rows
 
@@ -150,8 +154,7 @@ def _check_row(row: dict, by_id) -> tuple[str, tuple]:
     for name in LABEL_FIELDS:
         if name not in kind.example_features and row.get(name) is not None:
             raise RowProblem(name, f"must be empty for a {spec.type} task ('{task}')")
-    checks = SimpleNamespace(**vars(label_checks()), stored_mask=_stored_mask, matrix=_matrix)
-    return kind.check_folder_labels(value, spec, lambda: _image_info(value("image"), "image"), checks)
+    return kind.check_folder_labels(value, spec, lambda: _image_info(value("image"), "image"), FOLDER_LABEL_CHECKS)
 
 
 def _check_split(raw: datasets.Dataset, indices: list[int], by_id, num_workers) -> tuple[list, dict]:
