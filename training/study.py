@@ -315,12 +315,13 @@ def task_score(result: dict) -> float:
     F1_macro and IoU; `1 - MRE / MRE_baseline` for MRE. Unlike `metrics.normalized_score` (a checkpoint
     selector) it is not clipped at 0, so two models both worse than the baseline still differ."""
     task_type, metrics, baseline = result["type"], result["metrics"], result.get("baseline")
-    value = float(metrics[training_task_type(task_type).primary_metric])
-    if training_task_type(task_type).higher_is_better:
+    kind = training_task_type(task_type)
+    value = float(metrics[kind.primary_metric])
+    if kind.higher_is_better:
         return value
-    if baseline is None or training_task_type(task_type).primary_metric not in baseline:
+    if baseline is None or kind.primary_metric not in baseline:
         return normalized_score(task_type, metrics)  # NMRE: 1 - MRE / image diagonal
-    reference = float(baseline[training_task_type(task_type).primary_metric])
+    reference = float(baseline[kind.primary_metric])
     return 1.0 - value / reference if reference > 0 else float(value == 0)
 
 

@@ -20,14 +20,11 @@ Arguments it does not know go to `m2dino-train` unchanged (e.g. `--preset`, `--l
 
 import argparse
 import json
-import math
 import os
 import sys
 
-import numpy as np
-from scipy import stats
-
 from .data.synthetic import TRANSFER_PAIRS
+from .study import ci95, raw_improvement
 from .task_types import training_task_type
 
 
@@ -42,16 +39,6 @@ def parse_pairs(values) -> list[tuple[str, str]]:
         else:
             raise ValueError(f"--pairs: {value!r} is neither a pair name ({', '.join(TRANSFER_PAIRS)}) nor taskA:taskB")
     return pairs
-
-
-def seed_interval(differences, confidence: float = 0.95) -> tuple[float, float, float]:
-    """(mean, lower, upper): the t-interval of the mean over seeds (nan bounds for fewer than two seeds)."""
-    values = np.asarray(differences, dtype=np.float64)
-    mean = float(values.mean())
-    if len(values) < 2:
-        return mean, math.nan, math.nan
-    half = float(stats.t.ppf(0.5 + confidence / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
-    return mean, mean - half, mean + half
 
 
 def verdict(lower: float, upper: float) -> str:
@@ -70,8 +57,7 @@ def summarise(scores: dict, pairs, seeds) -> list[dict]:
             ts = [scores[(seed, (task,))][task][0] for seed in seeds]
             joint = [scores[(seed, tuple(pair))][task][0] for seed in seeds]
             task_type = scores[(seeds[0], (task,))][task][1]
-            sign = 1.0 if training_task_type(task_type).higher_is_better else -1.0
-            mean, lower, upper = seed_interval([sign * (j - t) for j, t in zip(joint, ts)])
+            mean, lower, upper = ci95([raw_improvement(task_type, j, t) for j, t in zip(joint, ts)])
             rows.append({"pair": "+".join(pair), "task": task, "metric": training_task_type(task_type).primary_metric, "ts": ts,
                          "pair_model": joint, "difference": mean, "ci95": (lower, upper),
                          "verdict": verdict(lower, upper)})

@@ -7,7 +7,7 @@ import pytest
 
 from modeling_m2dino import FMC_UIA_TASKS
 
-from m2dino_training import transfer_check
+from m2dino_training import study, transfer_check
 from m2dino_training.data.synthetic import TRANSFER_PAIRS
 
 
@@ -25,11 +25,12 @@ def test_every_named_pair_is_two_different_challenge_tasks():
 
 
 def test_interval_over_seeds():
-    mean, lower, upper = transfer_check.seed_interval([0.1, 0.2, 0.3])
+    # the check's interval is the study's (`study.ci95`)
+    mean, lower, upper = study.ci95([0.1, 0.2, 0.3])
     assert mean == pytest.approx(0.2)
     # t(0.975, 2 dof) = 4.303, standard error 0.1 / sqrt(3)
     assert upper - mean == pytest.approx(4.303 * 0.1 / math.sqrt(3), rel=1e-3) and lower == pytest.approx(2 * mean - upper)
-    assert math.isnan(transfer_check.seed_interval([0.4])[1])
+    assert math.isnan(study.ci95([0.4])[1])
 
 
 def test_summary_signs_lower_is_better_metrics_and_gives_verdicts():
